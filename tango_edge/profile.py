@@ -1,0 +1,102 @@
+"""Per-machine tuning profiles: the batch sizes and streams `tango-edge autotune` found fastest here.
+
+A profile is a JSON file in the user's cache directory, one per cascade folder, valid only for the CPU, core
+count, OpenVINO version and model files it was measured with. Anything else (missing, stale, corrupt) means
+safe defaults and one line saying how to tune.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+from pathlib import Path
+
+from .config import CascadeConfig
+
+PROFILE_VERSION = 1
+TUNED_FIELDS = ("tier1_batch_size", "tier2_batch_size", "tier1_streams", "tier2_streams")
+
+
+def cache_dir() -> Path:
+    """$TANGO_EDGE_CACHE, else $XDG_CACHE_HOME/tango-edge, else ~/.cache/tango-edge."""
+    if os.environ.get("TANGO_EDGE_CACHE"):
+        return Path(os.environ["TANGO_EDGE_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tango-edge"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_key(device: str = "CPU") -> dict:
+    import openvino as ov
+
+    return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), "openvino": ov.get_version(), "device": device}
+
+
+def models_hash(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for tier in ("tier1", "tier2"):
+        for name in ("openvino_model.xml", "openvino_model.bin"):
+            path = directory / tier / name
+            if path.is_file():
+                digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def profile_path(directory: str | Path) -> Path:
+    key = hashlib.sha256(str(Path(directory).resolve()).encode()).hexdigest()[:16]
+    return cache_dir() / "profiles" / f"{key}.json"
+
+
+def expected_key(directory: Path, device: str) -> dict:
+    return {**machine_key(device), "models": models_hash(directory)}
+
+
+def load_profile(directory: str | Path, device: str = "CPU") -> tuple[dict | None, str | None]:
+    """(profile, None) when a valid profile exists, else (None, why not)."""
+    directory = Path(directory)
+    path = profile_path(directory)
+    if not path.exists():
+        return None, "no tuning profile for this machine"
+    try:
+        profile = json.loads(path.read_text(encoding="utf-8"))
+        key, settings = profile["key"], profile["settings"]
+        if profile.get("version") != PROFILE_VERSION or not isinstance(settings, dict):
+            raise ValueError("unknown profile version")
+        CascadeConfig().replace(**{k: settings[k] for k in TUNED_FIELDS})  # validates the values
+    except Exception as exc:  # noqa: BLE001 - any damage means "retune"
+        return None, f"the tuning profile {path} is unreadable ({type(exc).__name__})"
+    expected = expected_key(directory, device)
+    changed = [k for k in expected if key.get(k) != expected[k]]
+    if changed:
+        return None, f"the tuning profile is stale ({', '.join(changed)} changed)"
+    return profile, None
+
+
+def save_profile(directory: str | Path, settings: dict, measurements: dict, device: str = "CPU") -> Path:
+    directory = Path(directory)
+    path = profile_path(directory)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    profile = {"version": PROFILE_VERSION, "directory": str(directory.resolve()), "key": expected_key(directory, device), "settings": {k: settings[k] for k in TUNED_FIELDS}, "measurements": measurements}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(profile, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)  # atomic: a reader never sees half a profile
+    return path
+
+
+def apply_profile(config: CascadeConfig, directory: str | Path, device: str = "CPU") -> tuple[CascadeConfig, str | None]:
+    """The config with this machine's tuned settings, or unchanged plus a note saying how to tune."""
+    profile, why_not = load_profile(directory, device)
+    if profile is None:
+        return config, f"{why_not}: using default batch sizes; run `tango-edge autotune --models {directory}` to tune"
+    return config.replace(**{k: profile["settings"][k] for k in TUNED_FIELDS}), None
