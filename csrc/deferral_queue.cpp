@@ -33,14 +33,14 @@ bool DeferralQueue::push_many(const std::vector<int64_t>& ids, int64_t wait_us) 
         items_.push_back(Item{id, now, deadline, next_seq_++});
         deadlines_.insert(deadline);
         // Wake the consumer only when its answer may have changed: a full batch, or a new earliest deadline.
-        if (items_.size() >= options_.max_batch || deadline <= *deadlines_.begin()) not_empty_.notify_one();
+        if (items_.size() >= full_batch() || deadline <= *deadlines_.begin()) not_empty_.notify_one();
     }
     return true;
 }
 
 bool DeferralQueue::batch_ready_locked(int64_t now) const {
     if (items_.empty()) return false;
-    return closed_ || items_.size() >= options_.max_batch || items_.front().seq < flush_mark_ ||
+    return closed_ || items_.size() >= full_batch() || items_.front().seq < flush_mark_ ||
            *deadlines_.begin() <= now;
 }
 

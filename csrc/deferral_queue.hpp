@@ -1,5 +1,6 @@
 // Bounded thread-safe queue of deferred instance ids that releases them in batches.
 #pragma once
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -47,6 +48,9 @@ private:
         int64_t deadline_ns;  // INT64_MAX = none
         uint64_t seq;
     };
+    // A batch is full at max_batch items, or when the queue is full: with capacity < max_batch it can grow no
+    // further, and waiting for more would deadlock blocked producers against the consumer.
+    size_t full_batch() const { return std::min(options_.max_batch, options_.capacity); }
     bool batch_ready_locked(int64_t now) const;
     std::vector<int64_t> take_batch_locked(int64_t now);
 

@@ -325,6 +325,7 @@ class Cascade:
 
     def _start(self, items: list, sink: _Sink) -> None:
         """Accept a window of inputs: answer bad ones at once, tokenize the rest, start tier-1 batches."""
+        self._check_open()  # a stream made before close() must raise, not wait forever for a closed queue
         base = getattr(sink, "accepted", 0)
         if isinstance(sink, _OrderedSink):
             sink.accepted += len(items)
@@ -354,7 +355,7 @@ class Cascade:
         if truncated:
             self._stats.add(truncated=truncated)
         if not self.uses_tier1:  # threshold above 1: everything goes to tier 2
-            self._deferrals.push_many(ids, sink.wait_us)
+            self._defer(ids, sink)
             return
         order = sorted(range(len(ids)), key=lambda k: len(encoded[k]))
         size = self.config.tier1_batch_size
@@ -382,7 +383,7 @@ class Cascade:
                 self._answer(answer_ids, labels, confidence[keep], 1, finished)
             deferred = [iid for iid, k in zip(ids, keep) if not k]
             if deferred:
-                self._deferrals.push_many(deferred, sink.wait_us)
+                self._defer(deferred, sink)
         except BaseException as exc:  # never leave a caller waiting on a lost batch
             self._fail(ids, exc)
         finally:
@@ -429,9 +430,15 @@ class Cascade:
         for sink, answers in by_sink.values():
             sink.deliver(answers)
 
-    def _fail(self, ids: list[int], exc: BaseException) -> None:
-        log.error("tango-edge: inference failed for %d inputs: %r", len(ids), exc)
-        message = f"inference failed: {exc}"
+    def _defer(self, ids: list[int], sink: _Sink) -> None:
+        """Queue ids for tier 2; once the queue is closed (close() raced this request), answer them with an error."""
+        if not self._deferrals.push_many(ids, sink.wait_us):
+            self._fail(ids, None, "this Cascade is closed")
+
+    def _fail(self, ids: list[int], exc: BaseException | None, message: str | None = None) -> None:
+        if exc is not None:
+            log.error("tango-edge: inference failed for %d inputs: %r", len(ids), exc)
+        message = message or f"inference failed: {exc}"
         for iid in ids:
             inst = self._instances.pop(iid, None)
             if inst is not None:

@@ -57,6 +57,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def share_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1], e.g. 0.99 for 99% of tier 2's metric")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tango-edge", description="Two-tier cascaded text classification on Intel CPUs (OpenVINO).", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -81,19 +91,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     tune = sub.add_parser("autotune", help="measure batch sizes and streams on this machine and store a profile")
     add_models(tune)
-    tune.add_argument("--rounds", type=positive_int, default=5, help="timed rounds per candidate (median taken)")
-    tune.add_argument("--quick", action="store_true", help="fewer candidates (for tests and smoke runs)")
-    tune.add_argument("--json", action="store_true")
+    tune.add_argument("--rounds", type=positive_int, default=5, help="interleaved timing rounds; each candidate's median over them is compared (default 5)")
+    tune.add_argument("--quick", action="store_true", help="3 batch sizes, 2 stream settings, short passes: a smoke run for tests, not a tuning")
+    tune.add_argument("--json", action="store_true", help="print the profile as JSON on stdout instead of the table")
 
     cal = sub.add_parser("calibrate", help="choose the threshold on labelled data; print the paper's tables")
     add_models(cal)
     cal.add_argument("--data", required=True, help="labelled TSV file (header row; columns from cascade.json)")
-    cal.add_argument("--target", type=float, default=0.99, help="share of tier 2's metric to keep (default 0.99)")
+    cal.add_argument("--target", type=share_arg, default=0.99, help="share of tier 2's metric to keep, in (0, 1] (default 0.99)")
     cal.add_argument("--json", dest="json_out", default=None, help="write all results to this JSON file")
-    cal.add_argument("--plots", default=None, help="save the figures (PNG) in this folder")
+    cal.add_argument("--plots", default=None, help="save the figures (PNG) in this folder (needs matplotlib)")
     cal.add_argument("--no-write", action="store_true", help="do not update cascade.json")
-    cal.add_argument("--no-temperature", action="store_true", help="skip temperature scaling")
-    cal.add_argument("--rounds", type=positive_int, default=3, help="timed rounds for throughput figures")
+    cal.add_argument("--no-temperature", action="store_true", help="skip temperature scaling (writes temperature 1)")
+    cal.add_argument("--rounds", type=positive_int, default=3, help="interleaved timing rounds for the throughput figures (default 3)")
     return parser
 
 

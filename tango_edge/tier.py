@@ -42,6 +42,13 @@ def read_labels(folder: Path) -> list[str]:
         raise TangoEdgeError(f"{path}: cannot read id2label ({exc!r})") from None
 
 
+def ov_message(exc: BaseException) -> str:
+    """The informative part of an OpenVINO error: its lines after the "Exception from <file>:<line>:" locations."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith("Exception from ")]
+    return " ".join(useful) or (lines[0] if lines else repr(exc))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(axis=-1, keepdims=True)
     exp = np.exp(shifted)
@@ -73,7 +80,7 @@ class Tier:
         try:
             self.model = ov_core().read_model(self.folder / MODEL_XML)
         except Exception as exc:
-            raise TangoEdgeError(f"cannot read {self.folder / MODEL_XML}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+            raise TangoEdgeError(f"cannot read {self.folder / MODEL_XML}: {ov_message(exc)}") from None
         self.input_names = [port.get_any_name() for port in self.model.inputs]
         if "input_ids" not in self.input_names:
             raise TangoEdgeError(f"{self.folder / MODEL_XML} has inputs {self.input_names}; expected input_ids")
@@ -90,7 +97,7 @@ class Tier:
                 try:
                     self._compiled = ov_core().compile_model(self.model, self.device, config)
                 except Exception as exc:
-                    raise TangoEdgeError(f"cannot compile {self.folder / MODEL_XML} on {self.device}: {str(exc).splitlines()[0]}") from None
+                    raise TangoEdgeError(f"cannot compile {self.folder / MODEL_XML} on {self.device}: {ov_message(exc)}") from None
             return self._compiled
 
     @property

@@ -1,0 +1,114 @@
+#!/usr/bin/env python
+"""Make unlabelled transfer sentences for distillation by the rules of Tang et al. (2019).
+
+For every word of a training sentence: with p_mask replace it by [MASK]; else with p_similar by a word of the
+same kind; else with p_random by a random vocabulary word. Then, with p_ngram, keep only an n-gram (n in 1..5)
+of the result. "Same kind" stands in for Tang et al.'s same part of speech: no tagger model can be fetched
+here, so it is one of the word's nearest neighbours in the teacher's input-embedding space (for whole-word
+WordPiece tokens), which mostly share the part of speech; other words fall back to a random word.
+
+Example:
+    python scripts/augment.py --train ../shared/data/sst2/train.tsv --embeddings build/sst2/tier2_torch/best \\
+        --per-sentence 4 --output build/sst2/augmented.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+from pathlib import Path
+
+import numpy as np
+
+import _common
+from _common import log
+
+from tango_edge.data import read_tsv
+
+
+def neighbour_table(words: list[str], model_dir: str, k: int = 8) -> dict[str, list[str]]:
+    """k nearest neighbours (cosine) of each word that is a single token of the teacher's vocabulary."""
+    from safetensors.numpy import load_file
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(Path(model_dir) / "tokenizer.json"))
+    weights = next(v for name, v in load_file(str(Path(model_dir) / "model.safetensors")).items() if name.endswith("word_embeddings.weight"))
+    single = [(w, tokenizer.token_to_id(w)) for w in words]
+    single = [(w, i) for w, i in single if i is not None and w.isalpha()]
+    vecs = weights[[i for _, i in single]].astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-8
+    table = {}
+    for start in range(0, len(single), 2048):
+        sims = vecs[start : start + 2048] @ vecs.T
+        top = np.argpartition(-sims, k + 1, axis=1)[:, : k + 1]
+        for row, cands in enumerate(top):
+            word = single[start + row][0]
+            table[word] = [single[c][0] for c in cands if single[c][0] != word][:k]
+    return table
+
+
+def augment_sentence(words: list[str], rng: random.Random, vocab: list[str], neighbours: dict, p_mask: float, p_similar: float, p_random: float, p_ngram: float) -> str:
+    out = []
+    for word in words:
+        r = rng.random()
+        if r < p_mask:
+            out.append("[MASK]")
+        elif r < p_mask + p_similar:
+            out.append(rng.choice(neighbours[word]) if neighbours.get(word) else rng.choice(vocab))
+        elif r < p_mask + p_similar + p_random:
+            out.append(rng.choice(vocab))
+        else:
+            out.append(word)
+    if rng.random() < p_ngram and len(out) > 1:
+        n = rng.randint(1, min(5, len(out)))
+        start = rng.randint(0, len(out) - n)
+        out = out[start : start + n]
+    return " ".join(out)
+
+
+def augment(sentences: list[str], per_sentence: int, seed: int, neighbours: dict, min_words: int = 3, **probabilities) -> list[str]:
+    """New sentences (none equal to an original), `per_sentence` tries for each original of >= min_words."""
+    rng = random.Random(seed)
+    originals = set(sentences)
+    vocab = sorted({w for s in sentences for w in s.split()})
+    seen, out = set(), []
+    for sentence in sentences:
+        words = sentence.split()
+        if len(words) < min_words:
+            continue
+        for _ in range(per_sentence):
+            new = augment_sentence(words, rng, vocab, neighbours, **probabilities)
+            if new not in originals and new not in seen:
+                seen.add(new)
+                out.append(new)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", required=True, help="labelled TSV (its text column is augmented)")
+    p.add_argument("--text-column", default="sentence")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--embeddings", default=None, help="transformers folder whose word embeddings pick similar words (default: the base model)")
+    p.add_argument("--per-sentence", type=int, default=4)
+    p.add_argument("--min-words", type=int, default=3)
+    p.add_argument("--p-mask", type=float, default=0.1)
+    p.add_argument("--p-similar", type=float, default=0.1)
+    p.add_argument("--p-random", type=float, default=0.05)
+    p.add_argument("--p-ngram", type=float, default=0.25)
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--output", required=True)
+    args = p.parse_args(argv)
+    _common.setup_logging()
+    sentences = read_tsv(args.train, [args.text_column], args.label_column).texts
+    words = sorted({w for s in sentences for w in s.split()})
+    neighbours = neighbour_table(words, args.embeddings or _common.default_base_model())
+    log.info("%d sentences, %d words, %d with embedding neighbours", len(sentences), len(words), len(neighbours))
+    new = augment(sentences, args.per_sentence, args.seed, neighbours, min_words=args.min_words, p_mask=args.p_mask, p_similar=args.p_similar, p_random=args.p_random, p_ngram=args.p_ngram)
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text("\n".join(new) + "\n", encoding="utf-8")
+    log.info("wrote %d augmented sentences to %s", len(new), args.output)
+
+
+if __name__ == "__main__":
+    main()

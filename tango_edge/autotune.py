@@ -1,0 +1,351 @@
+"""`tango-edge autotune`: measure each tier's batch sizes and stream settings here and store the fastest.
+
+The machines this runs on are noisy (2-10x throughput swings within minutes on shared VMs), so candidates are
+never timed one after the other: round r times every candidate once, in a shuffled order, and each candidate's
+figure is its median over the rounds. A slow spell then hits all candidates of a round alike and the median
+discards it. The spread over rounds is reported so a user can see how much to trust the figures.
+
+Throughput is instances per second through `Tier.logits` (tokenization included) on the sentences shipped with
+the cascade for this purpose (`sample.txt`). The choice rule prefers small batches: the smallest batch size
+within 3% of the fastest median, because a smaller tier-2 batch fills sooner (lower latency for deferred
+inputs) and a 3% difference is below what the medians can resolve here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Hashable, Iterable, Mapping, NamedTuple, Sequence, TypeVar
+
+import numpy as np
+
+from .config import CascadeConfig
+from .errors import TangoEdgeError
+
+SAMPLE_FILE = "sample.txt"
+TIERS = ("tier1", "tier2")
+BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
+QUICK_BATCH_SIZES = (1, 8, 32)  # none equal to the defaults, so a test can see the profile applied
+TOLERANCE = 0.03  # sizes within 3% of the fastest median count as equally fast
+PASS_SECONDS = 0.15  # aimed length of one timed pass at the warm-up rate
+QUICK_PASS_SECONDS = 0.02  # --quick is a smoke run: the passes shrink to two batches of the largest size
+MAX_PASS_SENTENCES = 2048
+WARMUP_SENTENCES = 256
+WARMUP_BATCH_SIZE = 32
+SEED = 0  # shuffles are reproducible: the same rounds in the same orders on every run
+
+K = TypeVar("K", bound=Hashable)
+
+
+class Setting(NamedTuple):
+    """One way to run a tier: OpenVINO NUM_STREAMS (0 = the THROUGHPUT hint's choice) and the batch size."""
+
+    streams: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A setting of one tier, as timed in the rounds."""
+
+    tier: str
+    streams: int
+    batch_size: int
+
+    @property
+    def setting(self) -> Setting:
+        return Setting(self.streams, self.batch_size)
+
+
+# ---- pure logic: candidates, rounds, summaries, the choice rule ----------------------------------------------
+
+
+def candidate_batch_sizes(quick: bool = False) -> tuple[int, ...]:
+    """Powers of two from 1 to 128, or three spread-out sizes for --quick (a smoke run for tests)."""
+    return QUICK_BATCH_SIZES if quick else BATCH_SIZES
+
+
+def candidate_streams(cores: int, quick: bool = False) -> list[int]:
+    """NUM_STREAMS values worth trying: auto (0), then 1, 2, 4 ... up to the core count (auto and 1 for --quick).
+
+    Settings that OpenVINO resolves to the same stream count are merged later (see `compile_variants`).
+    """
+    if quick:
+        return [0, 1]
+    streams = [0]
+    count = 1
+    while count <= max(1, cores):
+        streams.append(count)
+        count *= 2
+    return streams
+
+
+def round_schedule(candidates: Sequence[K], rounds: int, seed: int = SEED) -> list[list[K]]:
+    """`rounds` lists, each holding every candidate once in its own shuffled order (reproducible by seed)."""
+    rng = random.Random(seed)
+    schedule = []
+    for _ in range(rounds):
+        order = list(candidates)
+        rng.shuffle(order)
+        schedule.append(order)
+    return schedule
+
+
+def summarize(rates: Sequence[float]) -> dict:
+    """Median of the per-round rates and their spread relative to it (min/max and interquartile range)."""
+    if not rates:
+        raise ValueError("no measurements to summarize")
+    values = np.asarray(rates, dtype=np.float64)
+    median = float(np.median(values))
+    q1, q3 = np.percentile(values, [25, 75])
+    relative = (lambda x: float(x) / median) if median > 0 else (lambda x: float("nan"))
+    return {
+        "median": median,
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "iqr_rel": relative(q3 - q1),
+        "range_rel": relative(values.max() - values.min()),
+        "rounds": len(values),
+    }
+
+
+def within_tolerance(throughputs: Mapping[K, float], tolerance: float = TOLERANCE) -> list[K]:
+    """The keys whose throughput is at least (1 - tolerance) x the best one."""
+    if not throughputs:
+        raise ValueError("no candidates to choose from")
+    best = max(throughputs.values())
+    return [key for key, value in throughputs.items() if value >= (1.0 - tolerance) * best]
+
+
+def choose_batch_size(throughputs: Mapping[int, float], tolerance: float = TOLERANCE) -> int:
+    """The smallest batch size whose throughput is within `tolerance` of the fastest one."""
+    return min(within_tolerance(throughputs, tolerance))
+
+
+def choose_setting(throughputs: Mapping[Setting, float], tolerance: float = TOLERANCE) -> Setting:
+    """The smallest batch size within `tolerance` of the fastest setting; among its stream settings, the fastest."""
+    near_best = within_tolerance(throughputs, tolerance)
+    smallest = min(setting.batch_size for setting in near_best)
+    return max((s for s in near_best if s.batch_size == smallest), key=lambda s: (throughputs[s], -s.streams))
+
+
+def pass_size(rate: float, largest_batch: int, seconds: float = PASS_SECONDS, cap: int = MAX_PASS_SENTENCES) -> int:
+    """Sentences per timed pass: about `seconds` at the estimated rate, at least two batches of the largest size.
+
+    Two batches of the largest candidate keep every stream busy at least once; the time target keeps a pass of
+    a fast tier (tier 1 does thousands of sentences a second) long enough to time and one of a slow tier short.
+    """
+    wanted = int(round(rate * seconds)) if np.isfinite(rate) else cap
+    return max(2 * largest_batch, min(cap, wanted))
+
+
+def pass_texts(sample: Sequence, count: int, seed: int = SEED) -> list:
+    """`count` sample sentences in a fixed shuffled order, cycling through the sample when it is shorter."""
+    if not sample:
+        raise ValueError("the sample is empty")
+    order = list(sample)
+    random.Random(seed).shuffle(order)
+    repeats = -(-count // len(order))
+    return (order * repeats)[:count]
+
+
+def measure_rounds(
+    candidates: Sequence[K],
+    timed_pass: Callable[[K], float],
+    rounds: int,
+    seed: int = SEED,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[K, list[float]]:
+    """Each candidate's rate in every round (round r runs every candidate once, in a shuffled order).
+
+    `timed_pass(candidate)` returns instances per second; `progress(round, rounds)` is called after each round.
+    """
+    rates: dict[K, list[float]] = {candidate: [] for candidate in candidates}
+    for index, order in enumerate(round_schedule(candidates, rounds, seed), start=1):
+        for candidate in order:
+            rates[candidate].append(timed_pass(candidate))
+        if progress is not None:
+            progress(index, rounds)
+    return rates
+
+
+# ---- measuring real tiers ---------------------------------------------------------------------------------------
+
+
+def read_sample(directory: str | Path) -> list[str]:
+    """The representative sentences stored with the cascade (`sample.txt`, one per line; blank lines skipped)."""
+    path = Path(directory) / SAMPLE_FILE
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise TangoEdgeError(
+            f"{path} is missing: autotune times the tiers on representative inputs stored with the cascade; "
+            f"write a few hundred typical inputs there, one per line (e.g. sentences from the task's dev set)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TangoEdgeError(f"cannot read {path}: {exc}") from None
+    sentences = [line.strip() for line in lines if line.strip()]
+    if not sentences:
+        raise TangoEdgeError(f"{path} holds no sentences: write typical inputs there, one per line")
+    return sentences
+
+
+def instances_per_second(tier, texts: Sequence, batch_size: int) -> float:
+    """One timed pass: tokenize `texts` and run them through the tier's AsyncInferQueue at `batch_size`."""
+    started = time.perf_counter()
+    encoded = tier.encoder.encode(list(texts))
+    tier.logits(encoded, batch_size)
+    return len(texts) / max(time.perf_counter() - started, 1e-9)
+
+
+def resolved_streams(tier) -> int:
+    """The NUM_STREAMS OpenVINO actually uses for a compiled tier (what "auto" became)."""
+    return int(tier.compiled.get_property("NUM_STREAMS"))
+
+
+def compile_variants(folder: Path, config: CascadeConfig, streams: Iterable[int], device: str, log: Callable[[str], None]) -> dict:
+    """One compiled Tier per stream setting, dropping settings that resolve to the same stream count.
+
+    "auto" is listed first, so when it resolves to, e.g., 2 streams, the explicit 2 is the one dropped.
+    Returns {streams setting: Tier}; each Tier has `.resolved_streams` set.
+    """
+    from .tier import Tier
+
+    variants: dict = {}
+    seen: dict[int, int] = {}
+    for setting in streams:
+        tier = Tier(folder, max_length=config.max_length, device=device, streams=setting, inference_precision=config.inference_precision)
+        resolved = resolved_streams(tier)
+        if resolved in seen:
+            log(f"{folder.name}: NUM_STREAMS {streams_label(setting)} is the same as {streams_label(seen[resolved])} here; timed once")
+            continue
+        tier.resolved_streams = resolved
+        seen[resolved] = setting
+        variants[setting] = tier
+    return variants
+
+
+def streams_label(setting: int, resolved: int | None = None) -> str:
+    if setting:
+        return str(setting)
+    return "auto" if resolved is None else f"auto({resolved})"
+
+
+def warm_up(tier, sample: Sequence) -> float:
+    """An untimed-for-the-choice first pass (compiles kernels, spins up threads); returns its rate as an estimate."""
+    texts = pass_texts(sample, min(WARMUP_SENTENCES, max(len(sample), WARMUP_BATCH_SIZE)))
+    instances_per_second(tier, texts, WARMUP_BATCH_SIZE)  # first contact: allocations, shape caches
+    return instances_per_second(tier, texts, WARMUP_BATCH_SIZE)
+
+
+def stderr_log(message: str) -> None:
+    print(f"autotune: {message}", file=sys.stderr, flush=True)
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def tune(directory: Path, device: str, rounds: int, quick: bool, log: Callable[[str], None] = stderr_log) -> tuple[dict, dict]:
+    """Measure every candidate of both tiers in interleaved rounds; returns (settings, measurements)."""
+    started = time.perf_counter()
+    config = CascadeConfig.load(directory)
+    sample = read_sample(directory)
+    sizes = candidate_batch_sizes(quick)
+    streams = candidate_streams(cpu_count(), quick)
+    log(f"{len(sample)} sample sentences; batch sizes {list(sizes)}; NUM_STREAMS {[streams_label(s) for s in streams]}")
+
+    variants, texts, estimates = {}, {}, {}
+    for name in TIERS:
+        log(f"compiling {name} ...")
+        variants[name] = compile_variants(directory / name, config, streams, device, log)
+        log(f"warming up {name} ...")
+        estimates[name] = max(warm_up(tier, sample) for tier in variants[name].values())
+        texts[name] = pass_texts(sample, pass_size(estimates[name], max(sizes), QUICK_PASS_SECONDS if quick else PASS_SECONDS))
+        log(f"{name}: about {estimates[name]:.0f} sentences/s; {len(texts[name])} sentences per timed pass")
+
+    candidates = [Candidate(name, setting, size) for name in TIERS for setting in variants[name] for size in sizes]
+    per_round = sum(len(texts[c.tier]) / estimates[c.tier] for c in candidates)
+    log(f"{len(candidates)} candidates x {rounds} rounds, roughly {per_round * rounds:.0f} s at the warm-up rates")
+
+    def progress(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - round_started
+        log(f"round {done}/{total} done ({elapsed:.0f} s, about {elapsed / done * (total - done):.0f} s left)")
+
+    round_started = time.perf_counter()
+    rates = measure_rounds(candidates, lambda c: instances_per_second(variants[c.tier][c.streams], texts[c.tier], c.batch_size), rounds, SEED, progress)
+
+    settings, tiers_report = {}, {}
+    for name in TIERS:
+        summaries = {c.setting: summarize(rates[c]) for c in candidates if c.tier == name}
+        chosen = choose_setting({setting: summary["median"] for setting, summary in summaries.items()})
+        settings[f"{name}_batch_size"] = chosen.batch_size
+        settings[f"{name}_streams"] = chosen.streams
+        tiers_report[name] = {
+            "pass_sentences": len(texts[name]),
+            "resolved_streams": {str(s): tier.resolved_streams for s, tier in variants[name].items()},
+            "chosen": chosen._asdict(),
+            "candidates": [
+                {**setting._asdict(), **{f"{k}_per_s" if k in ("median", "min", "max") else k: v for k, v in summary.items()}, "rates_per_s": rates[Candidate(name, *setting)]}
+                for setting, summary in sorted(summaries.items())
+            ],
+        }
+    measurements = {
+        "unit": "instances/s, tokenization included",
+        "rounds": rounds,
+        "seed": SEED,
+        "quick": quick,
+        "tolerance": TOLERANCE,
+        "sample_sentences": len(sample),
+        "seconds": round(time.perf_counter() - started, 2),
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "tiers": tiers_report,
+    }
+    return settings, measurements
+
+
+# ---- command -------------------------------------------------------------------------------------------------
+
+
+def format_report(profile: dict) -> str:
+    """The measurements as a table, one row per candidate, the chosen setting marked."""
+    lines = [f"{'tier':6} {'streams':8} {'batch':>5} {'median/s':>10} {'min/s':>10} {'max/s':>10} {'IQR':>6}"]
+    for name, report in profile["measurements"]["tiers"].items():
+        chosen = Setting(**report["chosen"])
+        for row in report["candidates"]:
+            mark = "  <- chosen" if Setting(row["streams"], row["batch_size"]) == chosen else ""
+            label = streams_label(row["streams"], report["resolved_streams"].get(str(row["streams"])))
+            lines.append(f"{name:6} {label:8} {row['batch_size']:5d} {row['median_per_s']:10.1f} {row['min_per_s']:10.1f} {row['max_per_s']:10.1f} {100 * row['iqr_rel']:5.0f}%{mark}")
+    settings = profile["settings"]
+    lines.append(
+        f"chosen: tier1 batch {settings['tier1_batch_size']} streams {streams_label(settings['tier1_streams'])}, "
+        f"tier2 batch {settings['tier2_batch_size']} streams {streams_label(settings['tier2_streams'])} "
+        f"(smallest batch within {100 * TOLERANCE:.0f}% of the fastest median over {profile['measurements']['rounds']} rounds)"
+    )
+    return "\n".join(lines)
+
+
+def autotune_command(args) -> int:
+    """Tune, write the profile, print it (a table, or the profile JSON with --json)."""
+    from .profile import save_profile
+
+    directory = Path(args.models)
+    if not directory.is_dir():
+        raise TangoEdgeError(f"model folder {directory} does not exist")
+    if args.rounds < 5 and not args.quick:
+        stderr_log(f"only {args.rounds} rounds: medians of fewer than 5 rounds are easily swayed by noise")
+    settings, measurements = tune(directory, args.device, args.rounds, args.quick)
+    path = save_profile(directory, settings, measurements, device=args.device)
+    profile = json.loads(path.read_text(encoding="utf-8"))
+    stderr_log(f"profile written to {path} ({measurements['seconds']:.0f} s); `tango-edge run` and the Python API use it from now on")
+    if args.json:
+        print(json.dumps(profile, indent=2))
+    else:
+        print(format_report(profile))
+    return 0
