@@ -30,7 +30,9 @@ void register_deferral_queue(py::module_& m) {
         .def_property_readonly("max_batch", [](const DeferralQueue& q) { return q.options().max_batch; })
         .def_property_readonly("max_wait_us", [](const DeferralQueue& q) { return q.options().max_wait_us; })
         .def("wait_summary", [](DeferralQueue& q) { return summary_to_dict(q.wait_recorder().summary()); },
-             "How long items waited in the queue (ms).");
+             "How long items waited in the queue (ms).")
+        .def("reset_wait_summary", [](DeferralQueue& q) { q.wait_recorder().reset(); },
+             "Forget the waits recorded so far (for a caller's statistics reset).");
 }
 
 }  // namespace tango

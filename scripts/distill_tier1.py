@@ -75,7 +75,10 @@ def pca_embeddings(model_dir: str, kept: np.ndarray, dim: int) -> np.ndarray:
     centred = rows - rows.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)
     projected = centred @ vt[:dim].T
-    return projected / projected.std() * 0.1
+    projected = projected / projected.std() * 0.1
+    if projected.shape[1] < dim:  # a student wider than the teacher's embeddings: the extra columns start at zero
+        projected = np.pad(projected, ((0, 0), (0, dim - projected.shape[1])))
+    return projected
 
 
 def main(argv=None):

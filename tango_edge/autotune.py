@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -31,12 +30,13 @@ from .errors import TangoEdgeError
 SAMPLE_FILE = "sample.txt"
 TIERS = ("tier1", "tier2")
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
-QUICK_BATCH_SIZES = (1, 8, 32)  # none equal to the defaults, so a test can see the profile applied
+QUICK_BATCH_SIZES = (1, 2, 8)  # none equal to the defaults (64, 16), so a test can see the profile applied
 TOLERANCE = 0.03  # sizes within 3% of the fastest median count as equally fast
 PASS_SECONDS = 0.15  # aimed length of one timed pass at the warm-up rate
-QUICK_PASS_SECONDS = 0.02  # --quick is a smoke run: the passes shrink to two batches of the largest size
+QUICK_PASS_SECONDS = 0.0  # --quick is a smoke run: each pass is just two batches of the largest size
 MAX_PASS_SENTENCES = 2048
 WARMUP_SENTENCES = 256
+QUICK_WARMUP_SENTENCES = 16
 WARMUP_BATCH_SIZE = 32
 SEED = 0  # shuffles are reproducible: the same rounds in the same orders on every run
 
@@ -67,17 +67,18 @@ class Candidate:
 
 
 def candidate_batch_sizes(quick: bool = False) -> tuple[int, ...]:
-    """Powers of two from 1 to 128, or three spread-out sizes for --quick (a smoke run for tests)."""
+    """Powers of two from 1 to 128, or three small sizes for --quick (a smoke run for tests)."""
     return QUICK_BATCH_SIZES if quick else BATCH_SIZES
 
 
 def candidate_streams(cores: int, quick: bool = False) -> list[int]:
-    """NUM_STREAMS values worth trying: auto (0), then 1, 2, 4 ... up to the core count (auto and 1 for --quick).
+    """NUM_STREAMS values worth trying: auto (0), then 1, 2, 4 ... up to the core count (auto only for --quick,
+    as each setting is one more compilation).
 
     Settings that OpenVINO resolves to the same stream count are merged later (see `compile_variants`).
     """
     if quick:
-        return [0, 1]
+        return [0]
     streams = [0]
     count = 1
     while count <= max(1, cores):
@@ -178,8 +179,11 @@ def measure_rounds(
 # ---- measuring real tiers ---------------------------------------------------------------------------------------
 
 
-def read_sample(directory: str | Path) -> list[str]:
-    """The representative sentences stored with the cascade (`sample.txt`, one per line; blank lines skipped)."""
+def read_sample(directory: str | Path) -> list:
+    """The representative inputs stored with the cascade (`sample.txt`, one per line; blank lines skipped).
+
+    For pair tasks a line holds the two texts separated by a tab; it becomes a (first, second) pair.
+    """
     path = Path(directory) / SAMPLE_FILE
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -190,10 +194,16 @@ def read_sample(directory: str | Path) -> list[str]:
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise TangoEdgeError(f"cannot read {path}: {exc}") from None
-    sentences = [line.strip() for line in lines if line.strip()]
+    sentences = [as_input(line) for line in lines if line.strip()]
     if not sentences:
         raise TangoEdgeError(f"{path} holds no sentences: write typical inputs there, one per line")
     return sentences
+
+
+def as_input(line: str):
+    """A sample line as a cascade input: a string, or a (first, second) pair when it holds one tab."""
+    parts = line.strip().split("\t")
+    return (parts[0].strip(), parts[1].strip()) if len(parts) == 2 else line.strip()
 
 
 def instances_per_second(tier, texts: Sequence, batch_size: int) -> float:
@@ -209,26 +219,24 @@ def resolved_streams(tier) -> int:
     return int(tier.compiled.get_property("NUM_STREAMS"))
 
 
-def compile_variants(folder: Path, config: CascadeConfig, streams: Iterable[int], device: str, log: Callable[[str], None]) -> dict:
+def compile_variants(folder: Path, config: CascadeConfig, streams: Iterable[int], device: str, log: Callable[[str], None]) -> tuple[dict, dict]:
     """One compiled Tier per stream setting, dropping settings that resolve to the same stream count.
 
     "auto" is listed first, so when it resolves to, e.g., 2 streams, the explicit 2 is the one dropped.
-    Returns {streams setting: Tier}; each Tier has `.resolved_streams` set.
+    Returns ({setting: Tier}, {setting: resolved NUM_STREAMS}).
     """
     from .tier import Tier
 
-    variants: dict = {}
-    seen: dict[int, int] = {}
+    variants, resolved = {}, {}
     for setting in streams:
         tier = Tier(folder, max_length=config.max_length, device=device, streams=setting, inference_precision=config.inference_precision)
-        resolved = resolved_streams(tier)
-        if resolved in seen:
-            log(f"{folder.name}: NUM_STREAMS {streams_label(setting)} is the same as {streams_label(seen[resolved])} here; timed once")
+        count = resolved_streams(tier)
+        twin = next((other for other, other_count in resolved.items() if other_count == count), None)
+        if twin is not None:
+            log(f"{folder.name}: NUM_STREAMS {streams_label(setting)} is the same as {streams_label(twin)} here; timed once")
             continue
-        tier.resolved_streams = resolved
-        seen[resolved] = setting
-        variants[setting] = tier
-    return variants
+        variants[setting], resolved[setting] = tier, count
+    return variants, resolved
 
 
 def streams_label(setting: int, resolved: int | None = None) -> str:
@@ -237,10 +245,11 @@ def streams_label(setting: int, resolved: int | None = None) -> str:
     return "auto" if resolved is None else f"auto({resolved})"
 
 
-def warm_up(tier, sample: Sequence) -> float:
-    """An untimed-for-the-choice first pass (compiles kernels, spins up threads); returns its rate as an estimate."""
-    texts = pass_texts(sample, min(WARMUP_SENTENCES, max(len(sample), WARMUP_BATCH_SIZE)))
-    instances_per_second(tier, texts, WARMUP_BATCH_SIZE)  # first contact: allocations, shape caches
+def warm_up(tier, sample: Sequence, sentences: int = WARMUP_SENTENCES) -> float:
+    """Two passes left out of the choice (the first allocates, fills shape caches, spins up threads); returns the
+    second one's rate, used to size the timed passes."""
+    texts = pass_texts(sample, sentences)
+    instances_per_second(tier, texts, WARMUP_BATCH_SIZE)
     return instances_per_second(tier, texts, WARMUP_BATCH_SIZE)
 
 
@@ -252,6 +261,40 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+@dataclass
+class PreparedTier:
+    """A tier ready to time: its compiled variants, their resolved stream counts and the pass sentences."""
+
+    variants: dict
+    resolved: dict
+    texts: list
+    estimated_rate: float
+
+
+def prepare_tier(folder: Path, config: CascadeConfig, sample: Sequence, sizes: Sequence[int], streams: Sequence[int], quick: bool, device: str, log: Callable[[str], None]) -> PreparedTier:
+    """Compile the stream variants, warm each up, and size the timed pass from the warm-up rate."""
+    log(f"compiling {folder.name} ...")
+    variants, resolved = compile_variants(folder, config, streams, device, log)
+    log(f"warming up {folder.name} ...")
+    rate = max(warm_up(tier, sample, QUICK_WARMUP_SENTENCES if quick else WARMUP_SENTENCES) for tier in variants.values())
+    texts = pass_texts(sample, pass_size(rate, max(sizes), QUICK_PASS_SECONDS if quick else PASS_SECONDS))
+    log(f"{folder.name}: about {rate:.0f} sentences/s; {len(texts)} sentences per timed pass")
+    return PreparedTier(variants, resolved, texts, rate)
+
+
+def tier_report(name: str, prepared: PreparedTier, rates: dict[Candidate, list[float]]) -> tuple[Setting, dict]:
+    """The chosen setting of one tier and the per-candidate summaries stored in the profile."""
+    summaries = {c.setting: summarize(values) for c, values in rates.items() if c.tier == name}
+    chosen = choose_setting({setting: summary["median"] for setting, summary in summaries.items()})
+    renamed = {"median": "median_per_s", "min": "min_per_s", "max": "max_per_s"}
+    rows = [
+        {**setting._asdict(), **{renamed.get(k, k): v for k, v in summary.items()}, "rates_per_s": rates[Candidate(name, *setting)]}
+        for setting, summary in sorted(summaries.items())
+    ]
+    report = {"pass_sentences": len(prepared.texts), "resolved_streams": {str(s): n for s, n in prepared.resolved.items()}, "chosen": chosen._asdict(), "candidates": rows}
+    return chosen, report
+
+
 def tune(directory: Path, device: str, rounds: int, quick: bool, log: Callable[[str], None] = stderr_log) -> tuple[dict, dict]:
     """Measure every candidate of both tiers in interleaved rounds; returns (settings, measurements)."""
     started = time.perf_counter()
@@ -259,53 +302,36 @@ def tune(directory: Path, device: str, rounds: int, quick: bool, log: Callable[[
     sample = read_sample(directory)
     sizes = candidate_batch_sizes(quick)
     streams = candidate_streams(cpu_count(), quick)
-    log(f"{len(sample)} sample sentences; batch sizes {list(sizes)}; NUM_STREAMS {[streams_label(s) for s in streams]}")
+    log(f"{len(sample)} sample inputs; batch sizes {list(sizes)}; NUM_STREAMS {[streams_label(s) for s in streams]}")
+    tiers = {name: prepare_tier(directory / name, config, sample, sizes, streams, quick, device, log) for name in TIERS}
 
-    variants, texts, estimates = {}, {}, {}
-    for name in TIERS:
-        log(f"compiling {name} ...")
-        variants[name] = compile_variants(directory / name, config, streams, device, log)
-        log(f"warming up {name} ...")
-        estimates[name] = max(warm_up(tier, sample) for tier in variants[name].values())
-        texts[name] = pass_texts(sample, pass_size(estimates[name], max(sizes), QUICK_PASS_SECONDS if quick else PASS_SECONDS))
-        log(f"{name}: about {estimates[name]:.0f} sentences/s; {len(texts[name])} sentences per timed pass")
-
-    candidates = [Candidate(name, setting, size) for name in TIERS for setting in variants[name] for size in sizes]
-    per_round = sum(len(texts[c.tier]) / estimates[c.tier] for c in candidates)
+    candidates = [Candidate(name, setting, size) for name, tier in tiers.items() for setting in tier.variants for size in sizes]
+    per_round = sum(len(tiers[c.tier].texts) / tiers[c.tier].estimated_rate for c in candidates)
     log(f"{len(candidates)} candidates x {rounds} rounds, roughly {per_round * rounds:.0f} s at the warm-up rates")
+    rounds_started = time.perf_counter()
 
     def progress(done: int, total: int) -> None:
-        elapsed = time.perf_counter() - round_started
+        elapsed = time.perf_counter() - rounds_started
         log(f"round {done}/{total} done ({elapsed:.0f} s, about {elapsed / done * (total - done):.0f} s left)")
 
-    round_started = time.perf_counter()
-    rates = measure_rounds(candidates, lambda c: instances_per_second(variants[c.tier][c.streams], texts[c.tier], c.batch_size), rounds, SEED, progress)
+    def timed_pass(c: Candidate) -> float:
+        return instances_per_second(tiers[c.tier].variants[c.streams], tiers[c.tier].texts, c.batch_size)
 
-    settings, tiers_report = {}, {}
-    for name in TIERS:
-        summaries = {c.setting: summarize(rates[c]) for c in candidates if c.tier == name}
-        chosen = choose_setting({setting: summary["median"] for setting, summary in summaries.items()})
-        settings[f"{name}_batch_size"] = chosen.batch_size
-        settings[f"{name}_streams"] = chosen.streams
-        tiers_report[name] = {
-            "pass_sentences": len(texts[name]),
-            "resolved_streams": {str(s): tier.resolved_streams for s, tier in variants[name].items()},
-            "chosen": chosen._asdict(),
-            "candidates": [
-                {**setting._asdict(), **{f"{k}_per_s" if k in ("median", "min", "max") else k: v for k, v in summary.items()}, "rates_per_s": rates[Candidate(name, *setting)]}
-                for setting, summary in sorted(summaries.items())
-            ],
-        }
+    rates = measure_rounds(candidates, timed_pass, rounds, SEED, progress)
+    settings, reports = {}, {}
+    for name, prepared in tiers.items():
+        chosen, reports[name] = tier_report(name, prepared, rates)
+        settings[f"{name}_batch_size"], settings[f"{name}_streams"] = chosen.batch_size, chosen.streams
     measurements = {
         "unit": "instances/s, tokenization included",
         "rounds": rounds,
         "seed": SEED,
         "quick": quick,
         "tolerance": TOLERANCE,
-        "sample_sentences": len(sample),
+        "sample_inputs": len(sample),
         "seconds": round(time.perf_counter() - started, 2),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "tiers": tiers_report,
+        "tiers": reports,
     }
     return settings, measurements
 

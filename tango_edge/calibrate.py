@@ -497,46 +497,73 @@ def temperature_decision(plain: Analysis, scaled: Analysis | None, target: float
     return (scaled if keep else plain), report
 
 
-def fmt_speedup(entry: dict | None) -> str:
-    return "n/a" if entry is None else f"{entry['speedup']:.2f}x ({100 * entry['deferral_rate']:.1f}%)"
+def _percent(share: float | None) -> str:
+    return "n/a" if share is None else f"{100 * share:.1f}%"
 
 
-def format_report(results: dict) -> str:
-    """The human-readable summary: headline figures, the temperature decision, Tables 2 and 3."""
-    m = results["metric"]
+def _speedup_cell(entry: dict | None) -> str:
+    return "n/a" if entry is None else f"{entry['speedup']:.2f}x ({_percent(entry['deferral_rate'])})"
+
+
+def _sizes_label(results: dict) -> str:
+    return "tuned" if results["tuned_profile"] else "default"
+
+
+def format_summary(results: dict) -> list[str]:
+    """Headline lines: both tiers' metric, measured costs, the temperature decision and the chosen threshold."""
+    m, sized = results["metric"], _sizes_label(results)
     lines = [
         f"{results['instances']} inputs from {results['data']}; metric {m}",
         f"tier 1 alone: {m} {results['tier1_metric']:.4f}    tier 2 alone: {m} {results['tier2_metric']:.4f}",
+        f"batch sizes: {results['batch_sizes_from']}",
     ]
-    lines.append(f"batch sizes: {results['batch_sizes_from']}")
     for name, c in results["costs"].items():
-        lines.append(f"cost per instance, {name:6} (tier1 batch {c['tier1_batch_size']}, tier2 batch {c['tier2_batch_size']}): tier 1 {1e3 * c['tier1_seconds']:.3f} ms, tier 2 {1e3 * c['tier2_seconds']:.3f} ms")
+        label = sized if name == "tuned" else "batch 1"
+        lines.append(f"cost per instance, {label:7} (tier1 batch {c['tier1_batch_size']}, tier2 batch {c['tier2_batch_size']}): tier 1 {1e3 * c['tier1_seconds']:.3f} ms, tier 2 {1e3 * c['tier2_seconds']:.3f} ms")
     t = results["temperature"]
     if t["fitted"] is None:
         lines.append(f"temperature: {t['reason']}")
     else:
-        fmt = lambda f: "n/a" if f is None else f"{100 * f:.1f}%"
+        edge = " (edge of the search range)" if t["at_search_edge"] else ""
+        verdict = "kept" if t["kept"] else "dropped (T=1)"
         lines.append(
-            f"temperature: fitted T={t['fitted']:.3f}{' (edge of the search range)' if t['at_search_edge'] else ''} (NLL {t['nll_before']:.4f} -> {t['nll_after']:.4f}); deferral at {results['target']:g}: "
-            f"{fmt(t['deferral_with'])} with, {fmt(t['deferral_without'])} without -> {'kept' if t['kept'] else 'dropped (T=1)'}; {t['reason']}"
+            f"temperature: fitted T={t['fitted']:.3f}{edge}, NLL {t['nll_before']:.4f} -> {t['nll_after']:.4f}; deferral at {results['target']:g}: "
+            f"{_percent(t['deferral_with'])} with, {_percent(t['deferral_without'])} without -> {verdict}; {t['reason']}"
         )
     c = results["chosen"]
     lines.append(
-        f"chosen: threshold {c['threshold']:.6g} at temperature {c['temperature']:.4g} defers {100 * c['deferral_rate']:.1f}%, {m} {c['metric']:.4f} "
+        f"chosen: threshold {c['threshold']:.6g} at temperature {c['temperature']:.4g} defers {_percent(c['deferral_rate'])}, {m} {c['metric']:.4f} "
         f"(target {c['target']:g} x {results['tier2_metric']:.4f} = {c['required']:.4f}), speedup {c['speedup']:.2f}x, {c['throughput']:.0f}/s"
     )
-    lines += ["", f"Table 2: speedup over tier 2 alone (deferral rate) at a share of tier 2's {m}, tuned batch sizes", f"{'target':>8} {'random':>18} {'cascade':>18} {'oracle':>18}"]
+    return lines
+
+
+def format_table2(results: dict) -> list[str]:
+    """Table 2: speedup (and deferral rate) of each routing at each target."""
+    lines = [
+        f"Table 2: speedup over tier 2 alone (deferral rate) at a share of tier 2's {results['metric']}, {_sizes_label(results)} batch sizes",
+        f"{'target':>8} {'random':>18} {'cascade':>18} {'oracle':>18}",
+    ]
     for target, row in results["table2"].items():
-        lines.append(f"{float(target) * 100:7.1f}% {fmt_speedup(row['random']):>18} {fmt_speedup(row['cascade']):>18} {fmt_speedup(row['oracle']):>18}")
-    t3 = results["table3"]
-    tuned = results["costs"]["tuned"]
-    header_tuned = f"tuned ({tuned['tier1_batch_size']}/{tuned['tier2_batch_size']})"
-    lines += ["", "Table 3: throughput (instances/s, tokenization included)", f"{'':16} {'batch size 1':>14} {header_tuned:>16}"]
-    for key in t3["tuned"]:
-        label = "tier 2 alone" if key == "tier2_alone" else f"cascade @ {float(key.split('_')[1]) * 100:.1f}%"
-        cell = lambda v: "n/a" if v is None else f"{v:.1f}"
-        lines.append(f"{label:16} {cell(t3['batch1'][key]):>14} {cell(t3['tuned'][key]):>16}")
-    return "\n".join(lines)
+        lines.append(f"{100 * float(target):7.1f}% {_speedup_cell(row['random']):>18} {_speedup_cell(row['cascade']):>18} {_speedup_cell(row['oracle']):>18}")
+    return lines
+
+
+def format_table3(results: dict) -> list[str]:
+    """Table 3: throughput of tier 2 alone and of the cascade at each target, at batch size 1 and tuned."""
+    table, tuned = results["table3"], results["costs"]["tuned"]
+    header = f"{_sizes_label(results)} ({tuned['tier1_batch_size']}/{tuned['tier2_batch_size']})"
+    lines = ["Table 3: throughput (instances/s, tokenization included)", f"{'':16} {'batch size 1':>14} {header:>16}"]
+    cell = lambda value: "n/a" if value is None else f"{value:.1f}"
+    for key in table["tuned"]:
+        label = "tier 2 alone" if key == "tier2_alone" else f"cascade @ {100 * float(key.split('_')[1]):.1f}%"
+        lines.append(f"{label:16} {cell(table['batch1'][key]):>14} {cell(table['tuned'][key]):>16}")
+    return lines
+
+
+def format_report(results: dict) -> str:
+    """The human-readable report: summary, then Tables 2 and 3."""
+    return "\n".join([*format_summary(results), "", *format_table2(results), "", *format_table3(results)])
 
 
 def write_choice(directory: Path, threshold: float, temperature: float) -> Path:
@@ -605,6 +632,7 @@ def calibrate_command(args) -> int:
         "target": args.target,
         "tier1_metric": chosen_analysis.metric1,
         "tier2_metric": chosen_analysis.metric2,
+        "tuned_profile": note is None,
         "batch_sizes_from": "this machine's autotune profile" if note is None else "defaults (no valid profile; run `tango-edge autotune`)",
         "costs": {name: {"tier1_seconds": c.tier1, "tier2_seconds": c.tier2, "tier1_batch_size": c.tier1_batch_size, "tier2_batch_size": c.tier2_batch_size} for name, c in costs.items()},
         "timing": {"rounds": args.rounds, "settings": cost_report},

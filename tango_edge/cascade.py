@@ -284,6 +284,7 @@ class Cascade:
 
     def reset_stats(self) -> None:
         self._stats.reset()
+        self._deferrals.reset_wait_summary()  # deferral_wait_ms is part of the stats too
 
     def close(self) -> None:
         """Finish what is queued and stop the tier-2 worker."""

@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune = sub.add_parser("autotune", help="measure batch sizes and streams on this machine and store a profile")
     add_models(tune)
     tune.add_argument("--rounds", type=positive_int, default=5, help="interleaved timing rounds; each candidate's median over them is compared (default 5)")
-    tune.add_argument("--quick", action="store_true", help="3 batch sizes, 2 stream settings, short passes: a smoke run for tests, not a tuning")
+    tune.add_argument("--quick", action="store_true", help="3 small batch sizes, automatic streams only, tiny passes: a smoke run for tests, not a tuning")
     tune.add_argument("--json", action="store_true", help="print the profile as JSON on stdout instead of the table")
 
     cal = sub.add_parser("calibrate", help="choose the threshold on labelled data; print the paper's tables")
@@ -148,10 +148,36 @@ def _open_input(path: str):
         raise TangoEdgeError(f"cannot read input {path}: {exc.strerror}") from None
 
 
-def _lines(handle):
-    """Raw lines without their end-of-line; decoding (and its errors) is per line, in the cascade."""
-    for raw in handle:
-        yield raw.rstrip(b"\r\n")
+class _Interrupt:
+    """Ctrl-C / SIGTERM without losing a line.
+
+    The handler only records the request; the output loop stops after the line it is writing, so every answer
+    handed out is written exactly once. While the input is blocked reading (a terminal or a pipe), no answer is
+    in flight, so the handler raises there to stop at once.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.reading = False
+
+    def __call__(self, signum, frame):
+        self.requested = True
+        if self.reading:
+            raise KeyboardInterrupt
+
+    def lines(self, handle):
+        """Raw input lines without their end-of-line; decoding (and its errors) is per line, in the cascade."""
+        while True:
+            self.reading = True
+            try:
+                if self.requested:
+                    raise KeyboardInterrupt
+                raw = handle.readline()
+            finally:
+                self.reading = False
+            if not raw:
+                return
+            yield raw.rstrip(b"\r\n")
 
 
 class _Progress:
@@ -181,21 +207,30 @@ def run_command(args) -> int:
             raise TangoEdgeError(f"cannot write output {args.output}: {exc.strerror}") from None
     else:
         out = sys.stdout
-    previous = signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     written = 0
     progress = _Progress(sys.stderr.isatty() and not args.no_progress)
+
+    def write(prediction) -> None:
+        nonlocal written
+        out.write(json.dumps(prediction.to_dict()) + "\n")
+        written += 1
+
     with load_cascade(args, threshold=args.threshold, tier1_batch_size=args.tier1_batch_size, tier2_batch_size=args.tier2_batch_size) as cascade:
-        stream = cascade.predict_iter(_lines(handle))
+        # Installed once the models loaded, so the `finally` that restores the handlers always runs.
+        interrupt = _Interrupt()
+        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+        stream = cascade.predict_iter(interrupt.lines(handle))
         try:
             for prediction in stream:
-                out.write(json.dumps(prediction.to_dict()) + "\n")
-                written += 1
+                write(prediction)
                 progress.update(written, cascade.stats)
+                if interrupt.requested:
+                    break
+            if interrupt.requested:
+                raise KeyboardInterrupt
         except KeyboardInterrupt:
             for prediction in stream.finished():  # what is complete and next in order
-                out.write(json.dumps(prediction.to_dict()) + "\n")
-                written += 1
-            out.flush()
+                write(prediction)
             progress.close()
             print(f"interrupted: wrote the first {written} results in input order", file=sys.stderr)
             return 130
@@ -203,7 +238,8 @@ def run_command(args) -> int:
             sys.stderr.close()
             return 0
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if out is not sys.stdout:
                 out.close()
             else:

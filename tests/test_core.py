@@ -15,6 +15,14 @@ LONG_US = 60_000_000  # a deadline no test ever reaches
 POP_US = 5_000_000  # a generous pop timeout for things that should happen at once
 
 
+def wait_until(condition, timeout: float = 10.0) -> None:
+    """Poll until condition() holds (threads may start late on a busy machine)."""
+    give_up = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < give_up, "condition not reached"
+        time.sleep(0.005)
+
+
 def start(target, *args) -> threading.Thread:
     thread = threading.Thread(target=target, args=args, daemon=True)
     thread.start()
@@ -97,6 +105,8 @@ def test_lone_item_released_after_its_deadline():
     waited = q.wait_summary()
     assert waited["count"] == 1
     assert waited["min_ms"] >= 20.0  # released only once its 20 ms deadline had passed
+    q.reset_wait_summary()
+    assert q.wait_summary()["count"] == 0
 
 
 def test_consumer_waiting_forever_wakes_for_a_deadline():
@@ -197,6 +207,7 @@ def test_backpressure_blocks_producer_until_a_pop():
         done.append(True)
 
     producer = start(produce)
+    wait_until(lambda: len(q) == 2)
     producer.join(0.5)
     assert producer.is_alive() and not done  # the third push waits for room
     assert len(q) == 2

