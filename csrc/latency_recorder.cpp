@@ -11,6 +11,15 @@ LatencyRecorder::LatencyRecorder(size_t capacity) : capacity_(capacity == 0 ? 1 
 
 void LatencyRecorder::record(int64_t nanoseconds) {
     std::lock_guard<std::mutex> lock(mutex_);
+    record_locked(nanoseconds);
+}
+
+void LatencyRecorder::record_many(const std::vector<int64_t>& nanoseconds) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (int64_t value : nanoseconds) record_locked(value);
+}
+
+void LatencyRecorder::record_locked(int64_t nanoseconds) {
     if (count_ == 0 || nanoseconds < min_) min_ = nanoseconds;
     if (count_ == 0 || nanoseconds > max_) max_ = nanoseconds;
     ++count_;

@@ -22,11 +22,14 @@ public:
     explicit LatencyRecorder(size_t capacity = 100000);
 
     void record(int64_t nanoseconds);
+    void record_many(const std::vector<int64_t>& nanoseconds);  // one lock for a whole batch
     LatencySummary summary() const;
     std::vector<int64_t> samples() const;  // the raw reservoir, unsorted
     void reset();
 
 private:
+    void record_locked(int64_t nanoseconds);
+
     size_t capacity_;
     mutable std::mutex mutex_;
     std::vector<int64_t> reservoir_;

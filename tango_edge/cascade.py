@@ -420,12 +420,13 @@ class Cascade:
 
     def _answer(self, ids: list[int], labels: np.ndarray, scores: np.ndarray, tier: int, finished: int) -> None:
         by_sink: dict[int, tuple[_Sink, list]] = {}
-        latency = self._stats.latency
+        latencies = []
         for iid, label, score in zip(ids, labels.tolist(), scores.tolist()):
             inst = self._instances.pop(iid)
-            latency.record(finished - inst.started_ns)
+            latencies.append(finished - inst.started_ns)
             entry = by_sink.setdefault(id(inst.sink), (inst.sink, []))
             entry[1].append((inst.index, Prediction(self.labels[label], score, tier, truncated=inst.encoded.truncated)))
+        self._stats.latency.record_many(latencies)
         self._stats.add(**{f"tier{tier}_answers": len(ids)})
         self._stats.mark_answered(finished)
         for sink, answers in by_sink.values():

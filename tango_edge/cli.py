@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into e.g. `head`, which has gone: not an error
+        sys.stderr.close()
+        return 0
 
 
 def load_cascade(args, **overrides):

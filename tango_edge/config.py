@@ -39,7 +39,7 @@ class CascadeConfig:
 
         if not isinstance(self.threshold, (int, float)) or isinstance(self.threshold, bool) or not math.isfinite(self.threshold) or self.threshold < 0:
             bad("threshold", "must be a number >= 0 (0 = tier 1 only, above 1 = tier 2 only)")
-        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
+        if not isinstance(self.temperature, (int, float)) or isinstance(self.temperature, bool) or not self.temperature > 0:
             bad("temperature", "must be a number > 0")
         for name in ("max_length", "tier1_batch_size", "tier2_batch_size", "sort_window"):
             value = getattr(self, name)

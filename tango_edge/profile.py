@@ -46,7 +46,7 @@ def machine_key(device: str = "CPU") -> dict:
 def models_hash(directory: Path) -> str:
     digest = hashlib.sha256()
     for tier in ("tier1", "tier2"):
-        for name in ("openvino_model.xml", "openvino_model.bin"):
+        for name in ("openvino_model.xml", "openvino_model.bin", "tokenizer.json"):
             path = directory / tier / name
             if path.is_file():
                 digest.update(path.read_bytes())
@@ -71,8 +71,10 @@ def load_profile(directory: str | Path, device: str = "CPU") -> tuple[dict | Non
     try:
         profile = json.loads(path.read_text(encoding="utf-8"))
         key, settings = profile["key"], profile["settings"]
-        if profile.get("version") != PROFILE_VERSION or not isinstance(settings, dict):
-            raise ValueError("unknown profile version")
+        if profile.get("version") != PROFILE_VERSION or not isinstance(key, dict) or not isinstance(settings, dict):
+            raise ValueError("unknown profile layout")
+        if any(settings.get(name) is None for name in TUNED_FIELDS):
+            raise ValueError("a tuned setting is missing")
         CascadeConfig().replace(**{k: settings[k] for k in TUNED_FIELDS})  # validates the values
     except Exception as exc:  # noqa: BLE001 - any damage means "retune"
         return None, f"the tuning profile {path} is unreadable ({type(exc).__name__})"
