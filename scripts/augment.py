@@ -37,10 +37,13 @@ def neighbour_table(words: list[str], model_dir: str, k: int = 8) -> dict[str, l
     single = [(w, i) for w, i in single if i is not None and w.isalpha()]
     vecs = weights[[i for _, i in single]].astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True) + 1e-8
+    k = min(k, len(single) - 1)  # a small vocabulary has fewer neighbours to offer
     table = {}
+    if k < 1:
+        return table
     for start in range(0, len(single), 2048):
         sims = vecs[start : start + 2048] @ vecs.T
-        top = np.argpartition(-sims, k + 1, axis=1)[:, : k + 1]
+        top = np.argpartition(-sims, k, axis=1)[:, : k + 1]  # the word itself and its k nearest
         for row, cands in enumerate(top):
             word = single[start + row][0]
             table[word] = [single[c][0] for c in cands if single[c][0] != word][:k]

@@ -65,10 +65,12 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--tier1-batch-size", type=int, default=None)
     p.add_argument("--tier2-batch-size", type=int, default=None)
+    p.add_argument("--tier1-streams", type=int, default=None, help="NUM_STREAMS override (0 = automatic)")
+    p.add_argument("--tier2-streams", type=int, default=None)
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
 
-    batch = {"tier1_batch_size": args.tier1_batch_size, "tier2_batch_size": args.tier2_batch_size}
+    batch = {"tier1_batch_size": args.tier1_batch_size, "tier2_batch_size": args.tier2_batch_size, "tier1_streams": args.tier1_streams, "tier2_streams": args.tier2_streams}
     base = Cascade.from_dir(args.models, **batch)
     texts = load_texts(args.data, args.models, args.n)
     deferrals = [float(f) for f in args.deferrals.split(",")]

@@ -355,10 +355,10 @@ class Cascade:
         truncated = sum(enc.truncated for enc in encoded)
         if truncated:
             self._stats.add(truncated=truncated)
-        if not self.uses_tier1:  # threshold above 1: everything goes to tier 2
-            self._defer(ids, sink)
-            return
         order = sorted(range(len(ids)), key=lambda k: len(encoded[k]))
+        if not self.uses_tier1:  # threshold above 1: everything goes to tier 2, in length order to cut padding
+            self._defer([ids[k] for k in order], sink)
+            return
         size = self.config.tier1_batch_size
         for start in range(0, len(order), size):
             rows = order[start : start + size]

@@ -110,10 +110,13 @@ class Tier:
         return {name: arrays[name] for name in self.input_names}
 
     def request_queue(self, callback: Callable, jobs: int = 0):
-        """An AsyncInferQueue over the compiled model; `jobs=0` takes OpenVINO's optimal request count."""
+        """An AsyncInferQueue over the compiled model; `jobs=0` takes OpenVINO's optimal request count, at least 2.
+
+        Two requests even on one stream: the next batch is prepared and queued while the current one runs.
+        """
         import openvino as ov
 
-        queue = ov.AsyncInferQueue(self.compiled, jobs or self.optimal_requests)
+        queue = ov.AsyncInferQueue(self.compiled, jobs or max(2, self.optimal_requests))
         queue.set_callback(callback)
         return queue
 
