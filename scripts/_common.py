@@ -69,3 +69,14 @@ def length_bucketed_batches(lengths, batch_size: int, rng: random.Random, window
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
     rng.shuffle(batches)
     return batches
+
+
+def collate(torch, rows: list[list[int]], pad_id: int):
+    """Right-padded (input_ids, attention_mask) long tensors for a batch of token-id lists."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return ids, mask

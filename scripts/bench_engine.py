@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tango_edge import Cascade  # noqa: E402
 from tango_edge.data import read_tsv  # noqa: E402
-from tango_edge.tier import softmax  # noqa: E402
+from tango_edge.calibrate import threshold_for_cut, tier1_outputs  # noqa: E402
 
 
 def load_texts(path: str | None, models: Path, n: int) -> list:
@@ -40,11 +40,11 @@ def load_texts(path: str | None, models: Path, n: int) -> list:
 
 
 def thresholds_for(cascade: Cascade, texts: list, deferrals: list[float]) -> dict[float, float]:
-    """Thresholds under which exactly the least confident fraction f of `texts` goes to tier 2."""
+    """Thresholds under which exactly the least confident fraction f of `texts` goes to tier 2 (calibrate's rule)."""
     tier1 = cascade.tier1
-    confidence = softmax(tier1.logits(tier1.encoder.encode(texts), 64) / cascade.config.temperature).max(1)
+    confidence, _ = tier1_outputs(tier1.logits(tier1.encoder.encode(texts), 64), cascade.config.temperature)
     ordered = np.sort(confidence)
-    return {f: float(np.nextafter(ordered[int(round(f * len(ordered))) - 1], 2.0)) if f > 0 else 0.0 for f in deferrals}
+    return {f: threshold_for_cut(ordered, int(round(f * len(ordered)))) for f in deferrals}
 
 
 def time_run(cascade: Cascade, texts: list) -> tuple[float, float]:

@@ -129,7 +129,7 @@ def main(argv=None):
     model.train()
     for step in range(1, total + 1):
         idx = batches[step - 1]
-        ids, mask = collate(torch, [train_ids[i] for i in idx], encoder.pad_id)
+        ids, mask = _common.collate(torch, [train_ids[i] for i in idx], encoder.pad_id)
         loss = torch.nn.functional.mse_loss(model(ids, mask), targets[idx])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -146,22 +146,12 @@ def main(argv=None):
     log.info("%s done: best dev accuracy %.4f -> %s", args.arch, best, out / "student.pt")
 
 
-def collate(torch, rows, pad_id):
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r)
-        mask[i, : len(r)] = 1
-    return ids, mask
-
-
 def evaluate(torch, model, dev_ids, dev_labels, pad_id, batch_size=256):
     model.eval()
     correct = 0
     with torch.inference_mode():
         for start in range(0, len(dev_ids), batch_size):
-            ids, mask = collate(torch, dev_ids[start : start + batch_size], pad_id)
+            ids, mask = _common.collate(torch, dev_ids[start : start + batch_size], pad_id)
             pred = model(ids, mask).argmax(-1).tolist()
             correct += sum(p == y for p, y in zip(pred, dev_labels[start : start + batch_size]))
     model.train()

@@ -56,16 +56,6 @@ def encode(tokenizer, texts, max_length):
     return enc["input_ids"]
 
 
-def collate(torch, ids_list, pad_id):
-    width = max(len(x) for x in ids_list)
-    ids = torch.full((len(ids_list), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids_list), width), dtype=torch.long)
-    for row, ids_row in enumerate(ids_list):
-        ids[row, : len(ids_row)] = torch.tensor(ids_row)
-        mask[row, : len(ids_row)] = 1
-    return ids, mask
-
-
 def evaluate(torch, model, dev_ids, dev_labels, pad_id, batch_size=128):
     model.eval()
     order = sorted(range(len(dev_ids)), key=lambda i: len(dev_ids[i]))
@@ -73,7 +63,7 @@ def evaluate(torch, model, dev_ids, dev_labels, pad_id, batch_size=128):
     with torch.inference_mode():
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            ids, mask = collate(torch, [dev_ids[i] for i in idx], pad_id)
+            ids, mask = _common.collate(torch, [dev_ids[i] for i in idx], pad_id)
             pred = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
             correct += sum(int(p) == dev_labels[i] for p, i in zip(pred.tolist(), idx))
     model.train()
@@ -136,7 +126,7 @@ def main(argv=None):
     best_dir = out / "best"
     while step < total_steps:
         idx = epoch_batches[step]
-        ids, mask = collate(torch, [train_ids[i] for i in idx], tokenizer.pad_token_id)
+        ids, mask = _common.collate(torch, [train_ids[i] for i in idx], tokenizer.pad_token_id)
         loss = loss_fn(model(input_ids=ids, attention_mask=mask).logits, labels[idx])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
