@@ -37,8 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--output", required=True, help="the cascade folder to write")
     p.add_argument("--archs", default="cnn,bow,bilstm", help="first-tier candidates to distil and compare")
     p.add_argument("--tier1", default="auto", help="first tier to ship: auto (best cascade speedup at 99%%) or an arch name")
-    p.add_argument("--tier2-epochs", default="3")
-    p.add_argument("--per-sentence", default="4", help="augmented sentences tried per training sentence")
+    p.add_argument("--tier2-epochs", default="4")
+    p.add_argument("--per-sentence", default="2", help="augmented sentences tried per short training row")
+    p.add_argument("--per-long-sentence", default="10", help="augmented sentences tried per training row of 10+ words")
     p.add_argument("--target", default="0.99", help="share of tier 2's dev accuracy the shipped threshold keeps")
     p.add_argument("--tier2-max-train", default=None, help="limit tier-2 training rows (smoke runs)")
     p.add_argument("--rounds", default="5", help="timed rounds when comparing first tiers and calibrating")
@@ -82,7 +83,7 @@ def main(argv=None):
     stages.run("tier2-train", py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--epochs", args.tier2_epochs, "--output", str(work / "tier2_torch"), *base, *limit])
     stages.run("tier2-export", py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(work / "tier2_torch" / "best"), "--output", str(work / "tier2_fp32")])
     stages.run("tier2-quantize", py + [str(SCRIPTS / "quantize.py"), "--model", str(work / "tier2_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--max-drop", args.max_drop, "--output", str(work / "tier2_int8")])
-    stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, "--embeddings", str(work / "tier2_torch" / "best"), "--per-sentence", args.per_sentence, "--output", str(work / "augmented.txt")])
+    stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, "--embeddings", str(work / "tier2_torch" / "best"), "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
     corpus = work / "distill.txt"
     if not corpus.exists():
         from tango_edge.data import read_tsv

@@ -229,7 +229,7 @@ def compile_variants(folder: Path, config: CascadeConfig, streams: Iterable[int]
 
     variants, resolved = {}, {}
     for setting in streams:
-        tier = Tier(folder, max_length=config.max_length, device=device, streams=setting, inference_precision=config.inference_precision)
+        tier = Tier(folder, max_length=config.max_length, device=device, streams=setting, inference_precision=config.inference_precision, tokenizer=config.tokenizer)
         count = resolved_streams(tier)
         twin = next((other for other, other_count in resolved.items() if other_count == count), None)
         if twin is not None:

@@ -592,7 +592,7 @@ def calibrate_command(args) -> int:
     config, note = apply_profile(stored, directory, args.device)
     if note:
         log(f"note: {note}")
-    tiers = {name: Tier(directory / name, max_length=config.max_length, device=args.device, streams=getattr(config, f"{name}_streams"), inference_precision=config.inference_precision) for name in ("tier1", "tier2")}
+    tiers = {name: Tier(directory / name, max_length=config.max_length, device=args.device, streams=getattr(config, f"{name}_streams"), inference_precision=config.inference_precision, tokenizer=config.tokenizer) for name in ("tier1", "tier2")}
     labels = tiers["tier1"].labels
     if labels != tiers["tier2"].labels:
         raise TangoEdgeError(f"the tiers disagree on labels: tier1 {labels} vs tier2 {tiers['tier2'].labels}")

@@ -248,7 +248,7 @@ class Cascade:
             config, note = apply_profile(config, directory, device)
         config = config.replace(threshold=threshold, tier1_batch_size=tier1_batch_size, tier2_batch_size=tier2_batch_size, max_wait_ms=max_wait_ms, **overrides)
         tiers = [
-            Tier(directory / name, max_length=config.max_length, device=device, streams=streams, inference_precision=config.inference_precision)
+            Tier(directory / name, max_length=config.max_length, device=device, streams=streams, inference_precision=config.inference_precision, tokenizer=config.tokenizer)
             for name, streams in (("tier1", config.tier1_streams), ("tier2", config.tier2_streams))
         ]
         return cls(*tiers, config, directory=directory, profile_note=note)

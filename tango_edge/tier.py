@@ -9,8 +9,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import TangoEdgeError
-from .tokenization import TOKENIZER_FILE, Encoded, TextEncoder, pad_batch
+from .errors import TangoEdgeError, ov_message
+from .tokenization import OV_TOKENIZER_FILE, TOKENIZER_FILE, Encoded, OpenVINOTokenizer, TextEncoder, pad_batch
 
 MODEL_XML = "openvino_model.xml"
 MODEL_BIN = "openvino_model.bin"
@@ -26,6 +26,10 @@ def ov_core():
         if _core is None:
             import openvino as ov
 
+            try:  # registers the tokenizer operations with the Core made next (openvino_tokenizer.xml)
+                import openvino_tokenizers  # noqa: F401
+            except ImportError:
+                pass
             _core = ov.Core()
         return _core
 
@@ -40,13 +44,6 @@ def read_labels(folder: Path) -> list[str]:
         raise TangoEdgeError(f"{path} is missing: each tier folder needs a config.json with id2label") from None
     except (ValueError, KeyError, TypeError) as exc:
         raise TangoEdgeError(f"{path}: cannot read id2label ({exc!r})") from None
-
-
-def ov_message(exc: BaseException) -> str:
-    """The informative part of an OpenVINO error: its lines after the "Exception from <file>:<line>:" locations."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    useful = [line for line in lines if not line.startswith("Exception from ")]
-    return " ".join(useful) or (lines[0] if lines else repr(exc))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -65,15 +62,17 @@ class Tier:
         streams: NUM_STREAMS, 0 for the THROUGHPUT hint's own choice.
         inference_precision: precision of the ops left in floating point ("f32" keeps FP32 results
             exact; on AMX CPUs OpenVINO would otherwise run them in bf16).
+        tokenizer: "openvino" to tokenize with the folder's openvino_tokenizer.xml when it has one (and
+            openvino-tokenizers is installed), "rust" for tokenizer.json.
     """
 
-    def __init__(self, folder: str | Path, *, max_length: int, device: str = "CPU", streams: int = 0, inference_precision: str = "f32"):
+    def __init__(self, folder: str | Path, *, max_length: int, device: str = "CPU", streams: int = 0, inference_precision: str = "f32", tokenizer: str = "openvino"):
         self.folder = Path(folder)
         for name in (MODEL_XML, MODEL_BIN, TOKENIZER_FILE):
             if not (self.folder / name).is_file():
                 raise TangoEdgeError(f"{self.folder / name} is missing: a tier folder holds {MODEL_XML}, {MODEL_BIN}, {TOKENIZER_FILE} and config.json")
         self.labels = read_labels(self.folder)
-        self.encoder = TextEncoder(self.folder / TOKENIZER_FILE, max_length)
+        self.encoder = TextEncoder(self.folder / TOKENIZER_FILE, max_length, self._ov_tokenizer(tokenizer))
         self.device = device
         self.streams = streams
         self.inference_precision = inference_precision
@@ -86,6 +85,16 @@ class Tier:
             raise TangoEdgeError(f"{self.folder / MODEL_XML} has inputs {self.input_names}; expected input_ids")
         self._compiled = None
         self._compile_lock = threading.Lock()
+
+    def _ov_tokenizer(self, choice: str) -> OpenVINOTokenizer | None:
+        path = self.folder / OV_TOKENIZER_FILE
+        if choice != "openvino" or not path.is_file():
+            return None
+        try:
+            import openvino_tokenizers  # noqa: F401
+        except ImportError:
+            return None  # still correct, on tokenizer.json
+        return OpenVINOTokenizer(path, ov_core())  # string operations run on the CPU whatever the model's device
 
     @property
     def compiled(self):

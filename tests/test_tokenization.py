@@ -1,0 +1,65 @@
+"""The OpenVINO tokenizer (openvino_tokenizer.xml, written at export) against tokenizer.json."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tango_edge import Cascade, TangoEdgeError
+from tango_edge.tier import Tier
+from tango_edge.tokenization import OV_TOKENIZER_FILE
+
+MAX_LENGTH = 128
+
+
+def encoders(folder):
+    fast = Tier(folder, max_length=MAX_LENGTH, tokenizer="openvino").encoder
+    rust = Tier(folder, max_length=MAX_LENGTH, tokenizer="rust").encoder
+    return fast, rust
+
+
+def test_export_writes_an_openvino_tokenizer(tiny_irs):
+    fast, rust = encoders(tiny_irs["a"])
+    assert fast.ov_tokenizer is not None
+    assert rust.ov_tokenizer is None
+
+
+def test_same_ids_and_truncation_as_tokenizer_json(tiny_irs, mixed_sentences):
+    fast, rust = encoders(tiny_irs["a"])
+    texts = mixed_sentences + ["Ünïcödé CAFÉ — “quotes” 😀 日本語", "x", "  spaced   out  "]
+    got, want = fast.encode(texts), rust.encode(texts)
+    assert 0 < sum(e.truncated for e in want) < len(want)  # both sides of max_length are exercised
+    for text, a, b in zip(texts, got, want):
+        assert (list(a.ids), a.truncated) == (b.ids, b.truncated), text
+        assert len(a.ids) <= MAX_LENGTH
+
+
+def test_pairs_use_tokenizer_json(tiny_irs):
+    fast, rust = encoders(tiny_irs["a"])
+    pairs = [("a gorgeous film", "dull and boring"), ("great fun", "charming")]
+    for a, b in zip(fast.encode(pairs), rust.encode(pairs)):
+        assert (a.ids, a.type_ids) == (b.ids, b.type_ids)
+        assert 1 in a.type_ids
+
+
+def test_both_tokenizers_give_the_same_answers(tiny_cascade, mixed_sentences):
+    with Cascade.from_dir(tiny_cascade) as fast, Cascade.from_dir(tiny_cascade, tokenizer="rust") as rust:
+        for a, b in zip(fast.predict(mixed_sentences), rust.predict(mixed_sentences)):
+            assert (a.label, a.tier, a.truncated) == (b.label, b.tier, b.truncated)
+            assert a.score == pytest.approx(b.score, abs=1e-5)
+
+
+def test_folder_without_openvino_tokenizer_falls_back(tiny_irs, tmp_path, mixed_sentences):
+    folder = shutil.copytree(tiny_irs["a"], tmp_path / "tier")
+    (folder / OV_TOKENIZER_FILE).unlink()
+    fast, rust = encoders(folder)
+    assert fast.ov_tokenizer is None
+    assert [e.ids for e in fast.encode(mixed_sentences[:20])] == [e.ids for e in rust.encode(mixed_sentences[:20])]
+
+
+def test_corrupt_openvino_tokenizer_is_a_clear_error(tiny_irs, tmp_path):
+    folder = shutil.copytree(tiny_irs["a"], tmp_path / "tier")
+    (folder / OV_TOKENIZER_FILE).write_text("<not a model")
+    with pytest.raises(TangoEdgeError, match="cannot load tokenizer"):
+        Tier(folder, max_length=MAX_LENGTH)
