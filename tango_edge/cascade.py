@@ -313,7 +313,13 @@ class Cascade:
             "config": asdict(self.config),
             "profile": self.profile_note or "tuned profile in use",
             "tiers": {
-                name: {"folder": str(tier.folder), "inputs": tier.input_names, "streams": tier.streams or "auto", "model_size_mb": round((tier.folder / "openvino_model.bin").stat().st_size / 1e6, 2)}
+                name: {
+                    "folder": str(tier.folder),
+                    "inputs": tier.input_names,
+                    "tokenizer": "openvino" if tier.encoder.ov_tokenizer is not None else "rust",
+                    "streams": tier.streams or "auto",
+                    "model_size_mb": round((tier.folder / "openvino_model.bin").stat().st_size / 1e6, 2),
+                }
                 for name, tier in (("tier1", self.tier1), ("tier2", self.tier2))
             },
         }

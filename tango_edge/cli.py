@@ -289,7 +289,7 @@ def info_command(args) -> int:
     print(f"threshold {cfg['threshold']:g}  temperature {cfg['temperature']:g}  max_length {cfg['max_length']}  shared tokenizer: {info['shared_tokenizer']}")
     print(f"batch     tier1 {cfg['tier1_batch_size']}  tier2 {cfg['tier2_batch_size']}  ({info['profile']})")
     for name, tier in info["tiers"].items():
-        print(f"{name}     {tier['folder']}  inputs {tier['inputs']}  streams {tier['streams']}  {tier['model_size_mb']} MB")
+        print(f"{name}     {tier['folder']}  inputs {tier['inputs']}  tokenizer {tier['tokenizer']}  streams {tier['streams']}  {tier['model_size_mb']} MB")
     print(f"device    {info['device']['name']}  [{', '.join(info['device']['capabilities'])}]  OpenVINO {info['openvino']}")
     return 0
 

@@ -108,6 +108,8 @@ class OpenVINOTokenizer:
             for index, start in enumerate(starts):
                 self._queue.start_async([np.array(texts[start : start + self.CHUNK])], (results, index))
             self._queue.wait_all()
+        if any(r is None for r in results):
+            raise TangoEdgeError("the OpenVINO tokenizer returned no result for a chunk of inputs")
         rows = []
         for ids, mask in results:
             rows.extend(ids[r, :n] for r, n in enumerate(mask.sum(axis=1).tolist()))

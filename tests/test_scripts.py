@@ -48,6 +48,7 @@ def test_build_cascade_end_to_end(tmp_path):
 
     for name in ("tier1", "tier2"):
         assert (output / name / "openvino_model.xml").exists() and (output / name / "quantize.json").exists()
+        assert (output / name / "openvino_tokenizer.xml").exists()  # export converts the tokenizer too
     compare = json.loads((work / "compare.json").read_text())
     assert set(compare["students"]) == {"cnn", "bow"} and compare["best"] in {"cnn", "bow"}
     card = (output / "README.md").read_text()
