@@ -63,3 +63,28 @@ def test_build_cascade_end_to_end(tmp_path):
     rerun = subprocess.run(command, capture_output=True, text=True)
     assert rerun.returncode == 0
     assert "tier2-train: done before, skipped" in (work / "build.log").read_text()
+
+
+def test_augment_weights_sentence_length_rows():
+    import augment
+
+    short, long = "a dull film", "the cast was great and the story moving but the script a mess"
+    out = augment.augment([short, long, "too short"], per_sentence=2, seed=0, neighbours={}, min_words=3, long_words=10, per_long_sentence=12, p_mask=0.3, p_similar=0.0, p_random=0.3, p_ngram=0.0)
+    assert not {short, long, "too short"} & set(out)
+    from_long = [s for s in out if len(s.split()) == len(long.split())]
+    assert 8 <= len(from_long) <= 12  # duplicates are dropped
+    assert len(out) - len(from_long) <= 2
+
+
+def test_cnn_student_ignores_batch_padding():
+    import torch
+
+    import students
+
+    torch.manual_seed(0)
+    model = students.build("cnn", torch.arange(50) % 20, 20, 2, dim=8).eval()
+    ids = torch.randint(5, 50, (1, 7))
+    alone = model(ids, torch.ones_like(ids))
+    padded_ids = torch.cat([ids, torch.zeros((1, 9), dtype=torch.long)], dim=1)
+    padded_mask = torch.cat([torch.ones_like(ids), torch.zeros((1, 9), dtype=torch.long)], dim=1)
+    assert torch.allclose(alone, model(padded_ids, padded_mask), atol=1e-6)
