@@ -67,10 +67,11 @@ def main(argv=None):
     p.add_argument("--tier2-batch-size", type=int, default=None)
     p.add_argument("--tier1-streams", type=int, default=None, help="NUM_STREAMS override (0 = automatic)")
     p.add_argument("--tier2-streams", type=int, default=None)
+    p.add_argument("--sort-window", type=int, default=None, help="inputs sorted by length together (default: cascade.json's)")
     p.add_argument("--json", default=None, help="write the results here")
     args = p.parse_args(argv)
 
-    batch = {"tier1_batch_size": args.tier1_batch_size, "tier2_batch_size": args.tier2_batch_size, "tier1_streams": args.tier1_streams, "tier2_streams": args.tier2_streams}
+    batch = {"tier1_batch_size": args.tier1_batch_size, "tier2_batch_size": args.tier2_batch_size, "tier1_streams": args.tier1_streams, "tier2_streams": args.tier2_streams, "sort_window": args.sort_window}
     base = Cascade.from_dir(args.models, **batch)
     texts = load_texts(args.data, args.models, args.n)
     deferrals = [float(f) for f in args.deferrals.split(",")]

@@ -94,9 +94,9 @@ def main(argv=None):
         log.info("%s: dev accuracy %.4f (drop %.4f)", name, acc, fp32 - acc)
         return candidate, fp32 - acc <= args.max_drop
 
-    def validate(compiled, items):
-        correct = sum(int(np.argmax(compiled(tier.inputs([enc]))[0])) == label for enc, label in items)
-        return correct / len(items)
+    def validate(compiled, items):  # items is an iterable without len()
+        hits = [int(np.argmax(compiled(tier.inputs([enc]))[0])) == label for enc, label in items]
+        return sum(hits) / max(len(hits), 1)
 
     variants = [
         ("ptq", lambda m: nncf.quantize(m, calibration, model_type=model_type, subset_size=len(encoded))),

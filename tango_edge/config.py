@@ -23,7 +23,10 @@ class CascadeConfig:
     tier1_batch_size: int = 64  # instances per tier-1 request
     tier2_batch_size: int = 16  # deferred instances per tier-2 request
     max_wait_ms: float = 10.0  # online requests: longest wait for a tier-2 batch to fill
-    sort_window: int = 1024  # inputs sorted by length together to cut padding
+    # Inputs sorted by length together to cut padding. Large, because tier-2 batches are made of the deferred
+    # few: at 10% deferred, 16 of them span 160 inputs of a window, and in a 1024 window that spread padded
+    # tier 2's batches by a third (measured on SST-2); 4096 brings it within 6% of tier 2 run alone.
+    sort_window: int = 4096
     tier1_streams: int = 0  # OpenVINO NUM_STREAMS; 0 = the THROUGHPUT hint's choice
     tier2_streams: int = 0
     inference_precision: str = "f32"  # OpenVINO INFERENCE_PRECISION_HINT for ops left in float
