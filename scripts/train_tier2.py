@@ -2,8 +2,9 @@
 """Fine-tune the second tier: a transformer sequence classifier on a labelled TSV task.
 
 Efficient on a few CPU cores: length-bucketed batches with dynamic padding, frozen word embeddings
-(their AdamW update is a large share of a step for a small model), periodic dev evaluation that keeps
-the best checkpoint, and a resumable training state.
+(their AdamW update is a large share of a step for a small model), an exponential moving average of the
+weights (dev accuracy of the raw weights swings by points between evaluations; the average does not),
+periodic dev evaluation that keeps the best checkpoint, and a resumable training state.
 
 Example:
     python scripts/train_tier2.py --train ../shared/data/sst2/train.tsv --dev ../shared/data/sst2/dev.tsv \\
@@ -41,6 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training rows")
     p.add_argument("--train-embeddings", action="store_true", help="also train the word embeddings (slower)")
+    p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average evaluated and saved (0: raw weights)")
     p.add_argument("--eval-every", type=int, default=300, help="steps between dev evaluations")
     p.add_argument("--seed", type=int, default=13)
     p.add_argument("--log-file", default=None)
@@ -105,6 +107,14 @@ def main(argv=None):
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
 
+    # The weights evaluated and saved: an exponential moving average of the trained ones, or those themselves.
+    averaged = None
+    if args.ema > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema), use_buffers=True)
+    kept = averaged.module if averaged is not None else model
+
     state_path = out / "state.pt"
     step, best = 0, -1.0
     if state_path.exists():  # resume
@@ -112,6 +122,8 @@ def main(argv=None):
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if averaged is not None and "averaged" in state:
+            averaged.load_state_dict(state["averaged"])
         step, best = state["step"], state["best"]
         log.info("resumed at step %d (best dev %.4f)", step, best)
 
@@ -133,19 +145,24 @@ def main(argv=None):
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        if averaged is not None:
+            averaged.update_parameters(model)
         step += 1
         window_loss += loss.item()
         if step % args.eval_every == 0 or step == total_steps:
-            acc = evaluate(torch, model, dev_ids, dev.labels, tokenizer.pad_token_id)
+            acc = evaluate(torch, kept, dev_ids, dev.labels, tokenizer.pad_token_id)
             rate = (time.perf_counter() - started) / args.eval_every
             log.info("step %d/%d loss %.4f dev acc %.4f (%.2f s/step)", step, total_steps, window_loss / args.eval_every, acc, rate)
             if acc > best:
                 best = acc
-                model.save_pretrained(best_dir)
+                kept.save_pretrained(best_dir)
                 tokenizer.save_pretrained(best_dir)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "best": best}, state_path)
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "best": best}
+            if averaged is not None:
+                state["averaged"] = averaged.state_dict()
+            torch.save(state, state_path)
             started, window_loss = time.perf_counter(), 0.0
-    recipe = {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings}
+    recipe = {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "ema": args.ema}
     (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
     state_path.unlink(missing_ok=True)  # finished: the best model is in best/
     log.info("done: best dev accuracy %.4f, model in %s", best, best_dir)
