@@ -56,7 +56,7 @@ def main(argv=None):
     p.add_argument("--dev", required=True, help="labelled TSV for the before/after check")
     p.add_argument("--text-columns", default="sentence")
     p.add_argument("--label-column", default="label")
-    p.add_argument("--subset", type=int, default=300, help="calibration sentences")
+    p.add_argument("--subset", type=int, default=1000, help="calibration sentences (300 lost 0.9 point on the MiniLM tier 2, 1000 lost 0.3)")
     p.add_argument("--transformer", action="store_true", help="use NNCF's transformer model type (attention patterns)")
     p.add_argument("--max-drop", type=float, default=0.005, help="largest accepted accuracy loss (0.005 = 0.5 point)")
     p.add_argument("--output", required=True)
