@@ -105,7 +105,11 @@ def main(argv=None):
     ]
     kept = None
     for name, quantize in variants:
-        candidate, fits = try_variant(name, quantize)
+        try:
+            candidate, fits = try_variant(name, quantize)
+        except Exception as exc:  # an NNCF remedy that fails on this graph must not cost the attempts before it
+            log.warning("%s failed: %s: %s", name, type(exc).__name__, exc)
+            continue
         if fits:
             kept = name
             break
