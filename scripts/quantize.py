@@ -113,6 +113,8 @@ def main(argv=None):
         if fits:
             kept = name
             break
+    if not attempts:
+        raise SystemExit("error: every quantization variant failed; see the warnings above")
     if kept is None:  # nothing fits: keep the most accurate attempt and say so
         kept = max(attempts, key=lambda a: a["dev_accuracy"])["variant"]
         log.warning("no variant kept the drop within %.3f; keeping %s", args.max_drop, kept)
