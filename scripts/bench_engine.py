@@ -39,12 +39,22 @@ def load_texts(path: str | None, models: Path, n: int) -> list:
     return (texts * (n // len(texts) + 1))[:n]
 
 
-def thresholds_for(cascade: Cascade, texts: list, deferrals: list[float]) -> dict[float, float]:
-    """Thresholds under which exactly the least confident fraction f of `texts` goes to tier 2 (calibrate's rule)."""
+def thresholds_for(cascade: Cascade, texts: list, deferrals: list[float]) -> tuple[dict[float, float], dict[float, float]]:
+    """Thresholds under which exactly the least confident fraction f of `texts` goes to tier 2 (calibrate's rule),
+    and for each f the mean token count of those deferred inputs over that of all inputs: the ideal assumes a
+    deferred input costs tier 2 the average, but tier 1's hard inputs tend to be the long ones."""
     tier1 = cascade.tier1
-    confidence, _ = tier1_outputs(tier1.logits(tier1.encoder.encode(texts), 64), cascade.config.temperature)
-    ordered = np.sort(confidence)
-    return {f: threshold_for_cut(ordered, int(round(f * len(ordered)))) for f in deferrals}
+    encoded = tier1.encoder.encode(texts)
+    confidence, _ = tier1_outputs(tier1.logits(encoded, 64), cascade.config.temperature)
+    order = np.argsort(confidence, kind="stable")
+    ordered = confidence[order]
+    lengths = np.array([len(e.ids) for e in encoded], dtype=np.float64)
+    thresholds, length_ratio = {}, {}
+    for f in deferrals:
+        cut = int(round(f * len(order)))
+        thresholds[f] = threshold_for_cut(ordered, cut)
+        length_ratio[f] = float(lengths[order[:cut]].mean() / lengths.mean()) if cut else 1.0
+    return thresholds, length_ratio
 
 
 def time_run(cascade: Cascade, texts: list) -> tuple[float, float]:
@@ -75,7 +85,7 @@ def main(argv=None):
     base = Cascade.from_dir(args.models, **batch)
     texts = load_texts(args.data, args.models, args.n)
     deferrals = [float(f) for f in args.deferrals.split(",")]
-    thresholds = thresholds_for(base, texts, deferrals)
+    thresholds, length_ratio = thresholds_for(base, texts, deferrals)
     base.close()
     configs = {"tier1 alone": 0.0, "tier2 alone": 1.5, **{f"cascade f={f:g}": t for f, t in thresholds.items()}}
     engines = {name: Cascade.from_dir(args.models, threshold=t, **batch) for name, t in configs.items()}
@@ -109,8 +119,9 @@ def main(argv=None):
         rows.append(row)
         print(f"{name:<22} {f:>8.3f} {median[name]:>10.1f} {row['min_per_s']:>7.0f}-{row['max_per_s']:<7.0f} {ideal:>9.1f} {row['fraction_of_ideal']:>8.2f} {row['speedup_vs_tier2']:>7.2f}x")
     print(f"\ntier1/tier2 throughput ratio: {median['tier1 alone'] / median['tier2 alone']:.1f}x")
+    print("deferred inputs' mean length over all inputs' (tokens): " + ", ".join(f"f={f:g} {r:.2f}x" for f, r in length_ratio.items()))
     if args.json:
-        Path(args.json).write_text(json.dumps({"inputs": len(texts), "rounds": args.rounds, "rows": rows}, indent=2))
+        Path(args.json).write_text(json.dumps({"inputs": len(texts), "rounds": args.rounds, "rows": rows, "deferred_length_ratio": {str(f): r for f, r in length_ratio.items()}}, indent=2))
 
 
 if __name__ == "__main__":
