@@ -53,6 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=float, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--ema", type=float, default=0.0, help="decay of a weight average evaluated and saved (0: raw weights)")
     p.add_argument("--seed", type=int, default=11)
     p.add_argument("--output", required=True)
     return p.parse_args(argv)
@@ -124,6 +125,14 @@ def main(argv=None):
     batches = []
     while len(batches) < total:
         batches.extend(_common.length_bucketed_batches(lengths, args.batch_size, rng))
+    # The weights evaluated and saved: an exponential moving average of the trained ones, or those themselves.
+    # Parameters only: the remap buffer holds ids, which must not be averaged.
+    kept = model
+    if args.ema > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema))
+        kept = averaged.module
     meta = {"arch": args.arch, "vocab": small_vocab, "dim": args.dim, "labels": labels, "tokenizer_dir": str(Path(args.tokenizer).resolve()), "max_length": args.max_length}
     best, history, started = -1.0, [], time.perf_counter()
     model.train()
@@ -135,13 +144,15 @@ def main(argv=None):
         loss.backward()
         optimizer.step()
         scheduler.step()
+        if kept is not model:
+            averaged.update_parameters(model)
         if step % (steps_per_epoch // 2) == 0 or step == total:
-            acc = evaluate(torch, model, dev_ids, dev.labels, encoder.pad_id)
+            acc = evaluate(torch, kept, dev_ids, dev.labels, encoder.pad_id)
             history.append({"step": step, "epoch": round(step / steps_per_epoch, 2), "loss": round(loss.item(), 4), "dev_accuracy": acc, "seconds": round(time.perf_counter() - started)})
             log.info("%s step %d/%d (epoch %.2f) loss %.4f dev acc %.4f", args.arch, step, total, step / steps_per_epoch, loss.item(), acc)
             if acc > best:
                 best = acc
-                students.save_checkpoint(out / "student.pt", model, meta)
+                students.save_checkpoint(out / "student.pt", kept, meta)
     (out / "result.json").write_text(json.dumps({"arch": args.arch, "best_dev_accuracy": best, "history": history, **{k: v for k, v in meta.items() if k != "labels"}}, indent=2))
     log.info("%s done: best dev accuracy %.4f -> %s", args.arch, best, out / "student.pt")
 

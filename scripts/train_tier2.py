@@ -44,7 +44,8 @@ def parse_args(argv=None):
     p.add_argument("--train-embeddings", action="store_true", help="also train the word embeddings (slower)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average evaluated and saved (0: raw weights)")
     p.add_argument("--eval-every", type=int, default=300, help="steps between dev evaluations")
-    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--seed", type=int, default=13, help="seeds the classifier head's initialisation and dropout")
+    p.add_argument("--data-seed", type=int, default=None, help="seeds the batch order (default: --seed); runs that differ only here can be averaged")
     p.add_argument("--log-file", default=None)
     return p.parse_args(argv)
 
@@ -127,7 +128,7 @@ def main(argv=None):
         step, best = state["step"], state["best"]
         log.info("resumed at step %d (best dev %.4f)", step, best)
 
-    rng = random.Random(args.seed)
+    rng = random.Random(args.seed if args.data_seed is None else args.data_seed)
     epoch_batches = []
     for _ in range(math.ceil(args.epochs)):
         epoch_batches.extend(_common.length_bucketed_batches(lengths, args.batch_size, rng))

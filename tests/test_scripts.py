@@ -88,3 +88,29 @@ def test_cnn_student_ignores_batch_padding():
     padded_ids = torch.cat([ids, torch.zeros((1, 9), dtype=torch.long)], dim=1)
     padded_mask = torch.cat([torch.ones_like(ids), torch.zeros((1, 9), dtype=torch.long)], dim=1)
     assert torch.allclose(alone, model(padded_ids, padded_mask), atol=1e-6)
+
+
+
+@pytest.mark.parametrize("head_sign", [1.0, -1.0])
+def test_average_tier2_keeps_only_ingredients_that_do_not_hurt(tmp_path, head_sign):
+    """Same start; one run has a zeroed head (always the first label). Averaging it in halves the other run's
+    logits: the same predictions, so it is kept when the other run is better and comes first. A random head
+    scores below the constant run on this data and a sign-flipped one above it, so both branches are taken."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    import average_tier2
+
+    trained = str(tiny_models.make_bert(tmp_path / "trained", seed=3, logit_scale=head_sign))
+    zeroed = str(tiny_models.make_bert(tmp_path / "zeroed", seed=3, logit_scale=0.0))
+    data = write_task(tmp_path / "data")
+    average_tier2.main(["--models", trained, zeroed, "--dev", str(data / "dev.tsv"), "--output", str(tmp_path / "soup")])
+
+    result = json.loads((tmp_path / "soup" / "result.json").read_text())
+    scores = result["ingredients"]
+    assert scores[trained] != scores[zeroed]
+    assert result["kept"] == ([trained, zeroed] if scores[trained] > scores[zeroed] else [zeroed])
+    assert result["dev_accuracy"] == max(scores.values())
+    weights = [AutoModelForSequenceClassification.from_pretrained(p).classifier.weight for p in result["kept"]]
+    soup = AutoModelForSequenceClassification.from_pretrained(tmp_path / "soup")
+    assert torch.allclose(soup.classifier.weight, torch.stack(weights).mean(0))
