@@ -58,6 +58,12 @@ def cpu_threads() -> int:
     return len(os.sched_getaffinity(0))
 
 
+def ema_decay(requested: float, total_steps: int) -> float:
+    """The weight average's decay: as requested, but short enough (at most a fifth of the run) that the average
+    of a short run (a small task) is not dominated by its first steps."""
+    return max(0.0, min(requested, 1.0 - 5.0 / max(total_steps, 1)))
+
+
 def length_bucketed_batches(lengths, batch_size: int, rng: random.Random, window: int = 50) -> list[list[int]]:
     """Shuffle, sort within windows of `window` batches by length, and shuffle the batches: little padding, still random."""
     order = list(range(len(lengths)))

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
 import random
 from pathlib import Path
 
@@ -116,6 +117,8 @@ def main(argv=None):
     new = augment(sentences, args.per_sentence, args.seed, neighbours, min_words=args.min_words, long_words=args.long_words, per_long_sentence=args.per_long_sentence, p_mask=args.p_mask, p_similar=args.p_similar, p_random=args.p_random, p_ngram=args.p_ngram)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text("\n".join(new) + "\n", encoding="utf-8")
+    settings = {k: getattr(args, k) for k in ("per_sentence", "long_words", "per_long_sentence", "min_words", "p_mask", "p_similar", "p_random", "p_ngram", "seed")}
+    Path(args.output).with_suffix(".json").write_text(json.dumps({"sentences": len(new), **settings}, indent=2))  # for the model card
     log.info("wrote %d augmented sentences to %s", len(new), args.output)
 
 

@@ -39,7 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--tier1", default="auto", help="first tier to ship: auto (best cascade speedup at 99%%) or an arch name")
     p.add_argument("--tier2-epochs", default="3")
     p.add_argument("--per-sentence", default="2", help="augmented sentences tried per short training row")
-    p.add_argument("--per-long-sentence", default="10", help="augmented sentences tried per training row of 10+ words")
+    p.add_argument("--per-long-sentence", default="40", help="augmented sentences tried per training row of 10+ words")
     p.add_argument("--target", default="0.99", help="share of tier 2's dev accuracy the shipped threshold keeps")
     p.add_argument("--tier2-max-train", default=None, help="limit tier-2 training rows (smoke runs)")
     p.add_argument("--rounds", default="5", help="timed rounds when comparing first tiers and calibrating")

