@@ -122,7 +122,11 @@ def main(argv=None):
     lengths = [len(x) for x in train_ids]
     steps_per_epoch = (len(train_ids) + args.batch_size - 1) // args.batch_size
     total = int(steps_per_epoch * epochs)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=0.1)
+    warmup = max(0.1, 2 / total)  # OneCycleLR divides by zero when its warm-up is a single step
+    if warmup < 0.5:
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total, pct_start=warmup)
+    else:  # a smoke run of a few steps: a constant rate
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     batches = []
     while len(batches) < total:
         batches.extend(_common.length_bucketed_batches(lengths, args.batch_size, rng))
