@@ -132,11 +132,11 @@ def main(argv=None):
         batches.extend(_common.length_bucketed_batches(lengths, args.batch_size, rng))
     # The weights evaluated and saved: an exponential moving average of the trained ones, or those themselves.
     # Parameters only: the remap buffer holds ids, which must not be averaged.
+    decay = _common.ema_decay(args.ema, total) if args.ema > 0 else 0.0
     kept = model
     if args.ema > 0:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-        decay = _common.ema_decay(args.ema, total)
         log.info("weight average: decay %g over %d steps", decay, total)
         averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
         kept = averaged.module
@@ -160,7 +160,7 @@ def main(argv=None):
             if acc > best:
                 best = acc
                 students.save_checkpoint(out / "student.pt", kept, meta)
-    (out / "result.json").write_text(json.dumps({"arch": args.arch, "best_dev_accuracy": best, "epochs": epochs, "lr": lr, "ema": _common.ema_decay(args.ema, total) if args.ema > 0 else 0.0, "batch_size": args.batch_size, "corpus": len(texts), "history": history, **{k: v for k, v in meta.items() if k != "labels"}}, indent=2))
+    (out / "result.json").write_text(json.dumps({"arch": args.arch, "best_dev_accuracy": best, "epochs": epochs, "lr": lr, "ema": decay, "batch_size": args.batch_size, "corpus": len(texts), "history": history, **{k: v for k, v in meta.items() if k != "labels"}}, indent=2))
     log.info("%s done: best dev accuracy %.4f -> %s", args.arch, best, out / "student.pt")
 
 
