@@ -64,6 +64,18 @@ def ema_decay(requested: float, total_steps: int) -> float:
     return max(0.0, min(requested, 1.0 - 5.0 / max(total_steps, 1)))
 
 
+def weight_average(model, requested: float, total_steps: int, use_buffers: bool = False):
+    """(averaged model or None, decay): an exponential moving average of `model`'s weights, to be updated after
+    each step and evaluated and saved instead of the raw weights; None when `requested` is 0."""
+    if requested <= 0:
+        return None, 0.0
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    decay = ema_decay(requested, total_steps)
+    log.info("weight average: decay %g over %d steps", decay, total_steps)
+    return AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=use_buffers), decay
+
+
 def length_bucketed_batches(lengths, batch_size: int, rng: random.Random, window: int = 50) -> list[list[int]]:
     """Shuffle, sort within windows of `window` batches by length, and shuffle the batches: little padding, still random."""
     order = list(range(len(lengths)))

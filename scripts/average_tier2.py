@@ -57,7 +57,8 @@ def main(argv=None):
     total = {k: v.clone() for k, v in soup.state_dict().items()}  # sum of the kept ingredients' weights
     kept, best = [order[0]], scores[order[0]]
     for i in order[1:]:
-        candidate = {k: v + models[i].state_dict()[k] if v.is_floating_point() else v for k, v in total.items()}
+        weights = models[i].state_dict()
+        candidate = {k: v + weights[k] if v.is_floating_point() else v for k, v in total.items()}
         soup.load_state_dict({k: v / (len(kept) + 1) if v.is_floating_point() else v for k, v in candidate.items()})
         score = accuracy(soup)
         log.info("with %s: dev accuracy %.4f (%s)", args.models[i], score, "kept" if score >= best else "dropped")

@@ -132,14 +132,8 @@ def main(argv=None):
         batches.extend(_common.length_bucketed_batches(lengths, args.batch_size, rng))
     # The weights evaluated and saved: an exponential moving average of the trained ones, or those themselves.
     # Parameters only: the remap buffer holds ids, which must not be averaged.
-    decay = _common.ema_decay(args.ema, total) if args.ema > 0 else 0.0
-    kept = model
-    if args.ema > 0:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        log.info("weight average: decay %g over %d steps", decay, total)
-        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay))
-        kept = averaged.module
+    averaged, average_decay = _common.weight_average(model, args.ema, total)
+    kept = averaged.module if averaged is not None else model
     meta = {"arch": args.arch, "vocab": small_vocab, "dim": args.dim, "labels": labels, "tokenizer_dir": str(Path(args.tokenizer).resolve()), "max_length": args.max_length}
     best, history, started = -1.0, [], time.perf_counter()
     model.train()
@@ -151,7 +145,7 @@ def main(argv=None):
         loss.backward()
         optimizer.step()
         scheduler.step()
-        if kept is not model:
+        if averaged is not None:
             averaged.update_parameters(model)
         if step % (steps_per_epoch // 2) == 0 or step == total:
             acc = evaluate(torch, kept, dev_ids, dev.labels, encoder.pad_id)
@@ -160,7 +154,7 @@ def main(argv=None):
             if acc > best:
                 best = acc
                 students.save_checkpoint(out / "student.pt", kept, meta)
-    (out / "result.json").write_text(json.dumps({"arch": args.arch, "best_dev_accuracy": best, "epochs": epochs, "lr": lr, "ema": decay, "batch_size": args.batch_size, "corpus": len(texts), "history": history, **{k: v for k, v in meta.items() if k != "labels"}}, indent=2))
+    (out / "result.json").write_text(json.dumps({"arch": args.arch, "best_dev_accuracy": best, "epochs": epochs, "lr": lr, "ema": average_decay, "batch_size": args.batch_size, "corpus": len(texts), "history": history, **{k: v for k, v in meta.items() if k != "labels"}}, indent=2))
     log.info("%s done: best dev accuracy %.4f -> %s", args.arch, best, out / "student.pt")
 
 

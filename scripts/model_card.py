@@ -47,8 +47,8 @@ def main(argv=None):
     calib = load(work / "calibrate.json") or {}
     cascade = json.loads((models / "cascade.json").read_text())
     corpus = sum(1 for _ in open(work / "distill.txt", encoding="utf-8")) if (work / "distill.txt").exists() else None
-    augmented = sum(1 for _ in open(work / "augmented.txt", encoding="utf-8")) if (work / "augmented.txt").exists() else None
-    augment = load(work / "augmented.json") or {"per_long_sentence": "?", "long_words": 10, "per_sentence": "?"}
+    augment = load(work / "augmented.json") or {"sentences": None, "per_long_sentence": "?", "long_words": 10, "per_sentence": "?"}
+    augmented = augment["sentences"]
     chosen = calib.get("chosen", {})
 
     lines = [

@@ -109,13 +109,7 @@ def main(argv=None):
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
 
     # The weights evaluated and saved: an exponential moving average of the trained ones, or those themselves.
-    decay = _common.ema_decay(args.ema, total_steps) if args.ema > 0 else 0.0
-    averaged = None
-    if args.ema > 0:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        log.info("weight average: decay %g over %d steps", decay, total_steps)
-        averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
+    averaged, average_decay = _common.weight_average(model, args.ema, total_steps, use_buffers=True)
     kept = averaged.module if averaged is not None else model
 
     state_path = out / "state.pt"
@@ -165,7 +159,7 @@ def main(argv=None):
                 state["averaged"] = averaged.state_dict()
             torch.save(state, state_path)
             started, window_loss = time.perf_counter(), 0.0
-    recipe = {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "ema": decay}
+    recipe = {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "ema": average_decay}
     (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
     state_path.unlink(missing_ok=True)  # finished: the best model is in best/
     log.info("done: best dev accuracy %.4f, model in %s", best, best_dir)
