@@ -6,6 +6,11 @@ Efficient on a few CPU cores: length-bucketed batches with dynamic padding, froz
 weights (dev accuracy of the raw weights swings by points between evaluations; the average does not),
 periodic dev evaluation that keeps the best checkpoint, and a resumable training state.
 
+Self-distillation (--extra-texts, --extra-logits): batches of unlabelled sentences (the augmented corpus of
+build_cascade.py, labelled by an exported second tier) are mixed in among the labelled ones, and the model fits
+the teacher's probabilities on them (soft cross-entropy). SST-2's training rows are mostly short phrases while
+its dev and users' inputs are sentences; the augmented sentences fill that gap.
+
 Example:
     python scripts/train_tier2.py --train ../shared/data/sst2/train.tsv --dev ../shared/data/sst2/dev.tsv \\
         --label-names negative,positive --output build/sst2/tier2_torch
@@ -46,6 +51,9 @@ def parse_args(argv=None):
     p.add_argument("--eval-every", type=int, default=300, help="steps between dev evaluations")
     p.add_argument("--seed", type=int, default=13, help="seeds the classifier head's initialisation and dropout")
     p.add_argument("--data-seed", type=int, default=None, help="seeds the batch order (default: --seed); runs that differ only here can be averaged")
+    p.add_argument("--extra-texts", default=None, help="unlabelled sentences, one per line, for self-distillation")
+    p.add_argument("--extra-logits", default=None, help="teacher logits for --extra-texts (.npy)")
+    p.add_argument("--extra-ratio", type=float, default=0.5, help="batches of extra sentences per labelled batch")
     p.add_argument("--log-file", default=None)
     return p.parse_args(argv)
 
@@ -101,7 +109,30 @@ def main(argv=None):
     lengths = [len(x) for x in train_ids]
 
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
-    total_steps = int(steps_per_epoch * args.epochs)
+    labelled_steps = int(steps_per_epoch * args.epochs)
+    extra_ids, extra_targets = [], None
+    if args.extra_texts:
+        import numpy as np
+
+        extra_texts = Path(args.extra_texts).read_text(encoding="utf-8").splitlines()
+        extra_logits = np.load(args.extra_logits)
+        if len(extra_texts) != len(extra_logits):
+            raise SystemExit(f"error: {len(extra_texts)} extra texts but {len(extra_logits)} logits")
+        wanted = min(int(labelled_steps * args.extra_ratio) * args.batch_size, len(extra_texts))
+        pick = sorted(random.Random(args.seed).sample(range(len(extra_texts)), wanted))
+        extra_ids = encode(tokenizer, [extra_texts[i] for i in pick], args.max_length)
+        extra_targets = torch.softmax(torch.tensor(extra_logits[pick], dtype=torch.float32), dim=-1)
+        log.info("self-distillation: %d of %d extra sentences, %g extra batches per labelled batch", wanted, len(extra_texts), args.extra_ratio)
+    rng = random.Random(args.seed if args.data_seed is None else args.data_seed)
+    labelled = []
+    for _ in range(math.ceil(args.epochs)):
+        labelled.extend(_common.length_bucketed_batches(lengths, args.batch_size, rng))
+    # (is_extra, rows), extra batches spread at random among the labelled ones; rebuilt identically on resume.
+    schedule = [(False, b) for b in labelled[:labelled_steps]]
+    if extra_ids:
+        schedule += [(True, b) for b in _common.length_bucketed_batches([len(x) for x in extra_ids], args.batch_size, rng)]
+        rng.shuffle(schedule)
+    total_steps = len(schedule)
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim > 1]
     no_decay = [p for p in params if p.ndim <= 1]
@@ -124,19 +155,20 @@ def main(argv=None):
         step, best = state["step"], state["best"]
         log.info("resumed at step %d (best dev %.4f)", step, best)
 
-    rng = random.Random(args.seed if args.data_seed is None else args.data_seed)
-    epoch_batches = []
-    for _ in range(math.ceil(args.epochs)):
-        epoch_batches.extend(_common.length_bucketed_batches(lengths, args.batch_size, rng))
     loss_fn = torch.nn.CrossEntropyLoss()
     labels = torch.tensor(train.labels)
     model.train()
     started, window_loss = time.perf_counter(), 0.0
     best_dir = out / "best"
     while step < total_steps:
-        idx = epoch_batches[step]
-        ids, mask = _common.collate(torch, [train_ids[i] for i in idx], tokenizer.pad_token_id)
-        loss = loss_fn(model(input_ids=ids, attention_mask=mask).logits, labels[idx])
+        is_extra, idx = schedule[step]
+        rows = [extra_ids[i] for i in idx] if is_extra else [train_ids[i] for i in idx]
+        ids, mask = _common.collate(torch, rows, tokenizer.pad_token_id)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        if is_extra:  # soft cross-entropy against the teacher's probabilities
+            loss = -(extra_targets[idx] * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+        else:
+            loss = loss_fn(logits, labels[idx])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
@@ -159,7 +191,7 @@ def main(argv=None):
                 state["averaged"] = averaged.state_dict()
             torch.save(state, state_path)
             started, window_loss = time.perf_counter(), 0.0
-    recipe = {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "ema": average_decay}
+    recipe = {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
     (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
     state_path.unlink(missing_ok=True)  # finished: the best model is in best/
     log.info("done: best dev accuracy %.4f, model in %s", best, best_dir)

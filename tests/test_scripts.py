@@ -76,18 +76,39 @@ def test_augment_weights_sentence_length_rows():
     assert len(out) - len(from_long) <= 2
 
 
-def test_cnn_student_ignores_batch_padding():
+@pytest.mark.parametrize("arch", ["cnn", "cnn2"])
+def test_cnn_student_ignores_batch_padding(arch):
     import torch
 
     import students
 
     torch.manual_seed(0)
-    model = students.build("cnn", torch.arange(50) % 20, 20, 2, dim=8).eval()
+    model = students.build(arch, torch.arange(50) % 20, 20, 2, dim=8).eval()
     ids = torch.randint(5, 50, (1, 7))
     alone = model(ids, torch.ones_like(ids))
     padded_ids = torch.cat([ids, torch.zeros((1, 9), dtype=torch.long)], dim=1)
     padded_mask = torch.cat([torch.ones_like(ids), torch.zeros((1, 9), dtype=torch.long)], dim=1)
     assert torch.allclose(alone, model(padded_ids, padded_mask), atol=1e-6)
+
+
+def test_train_tier2_self_distillation_mixes_in_extra_batches(tmp_path):
+    """Extra sentences with teacher logits add batches to the run (ratio x labelled batches) and land in the recipe."""
+    import numpy as np
+
+    import train_tier2
+
+    base = tiny_models.make_bert(tmp_path / "base", seed=3)
+    data = write_task(tmp_path / "data", n_train=32)
+    extra = ["the film was great", "a dull story", "the cast was awful", "a moving film"] * 8
+    (tmp_path / "extra.txt").write_text("\n".join(extra) + "\n")
+    np.save(tmp_path / "extra.npy", np.random.default_rng(0).normal(size=(len(extra), 2)).astype(np.float32))
+    out = tmp_path / "tier2"
+    train_tier2.main(["--train", str(data / "train.tsv"), "--dev", str(data / "dev.tsv"), "--base", str(base), "--output", str(out), "--epochs", "2", "--batch-size", "8", "--eval-every", "3", "--extra-texts", str(tmp_path / "extra.txt"), "--extra-logits", str(tmp_path / "extra.npy"), "--extra-ratio", "0.5"])
+
+    result = json.loads((out / "result.json").read_text())
+    assert result["recipe"]["extra_sentences"] == 32  # 8 labelled batches (2 epochs of 4) x 0.5 x batch 8
+    assert result["steps"] == 8 + 4
+    assert (out / "best" / "config.json").exists()
 
 
 
@@ -124,7 +145,7 @@ def test_weight_average_decay_shrinks_for_short_runs():
     assert _common.ema_decay(0.999, 4) == 0.0  # a smoke run: the raw weights
 
 
-@pytest.mark.parametrize("arch", ["cnn", "bow", "bilstm"])
+@pytest.mark.parametrize("arch", ["cnn", "cnn2", "bow", "bilstm"])
 def test_exported_student_matches_torch(tmp_path, arch):
     """OpenVINO's CPU plugin does not keep int64 arithmetic exact: the bag's bigram hash once made pair ids far
     above 2**24 from a 20k vocabulary, and its OpenVINO model answered differently from torch."""
