@@ -89,8 +89,9 @@ def main(argv=None):
     base.close()
     configs = {"tier1 alone": 0.0, "tier2 alone": 1.5, **{f"cascade f={f:g}": t for f, t in thresholds.items()}}
     engines = {name: Cascade.from_dir(args.models, threshold=t, **batch) for name, t in configs.items()}
-    # The Rust tokenizer against the OpenVINO one (the default when the tiers ship openvino_tokenizer.xml).
-    engines["tier1, rust tokenizer"] = Cascade.from_dir(args.models, threshold=0.0, tokenizer="rust", **batch)
+    # The default tokenizer (the C++ core's WordPiece for ASCII texts, else the OpenVINO tokenizer) against each alone.
+    for tokenizer in ("openvino", "rust"):
+        engines[f"tier1, {tokenizer} tokenizer"] = Cascade.from_dir(args.models, threshold=0.0, tokenizer=tokenizer, **batch)
     print(f"{len(texts)} inputs, batch sizes tier1={engines['tier1 alone'].config.tier1_batch_size} tier2={engines['tier1 alone'].config.tier2_batch_size}, {args.rounds} rounds", file=sys.stderr)
     for engine in engines.values():  # warm-up: first inferences allocate
         time_run(engine, texts[: min(len(texts), 256)])

@@ -316,7 +316,7 @@ class Cascade:
                 name: {
                     "folder": str(tier.folder),
                     "inputs": tier.input_names,
-                    "tokenizer": "openvino" if tier.encoder.ov_tokenizer is not None else "rust",
+                    "tokenizer": tier.encoder.backend,
                     "streams": tier.streams or "auto",
                     "model_size_mb": round((tier.folder / "openvino_model.bin").stat().st_size / 1e6, 2),
                 }

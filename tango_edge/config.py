@@ -30,7 +30,9 @@ class CascadeConfig:
     tier1_streams: int = 0  # OpenVINO NUM_STREAMS; 0 = the THROUGHPUT hint's choice
     tier2_streams: int = 0
     inference_precision: str = "f32"  # OpenVINO INFERENCE_PRECISION_HINT for ops left in float
-    tokenizer: str = "openvino"  # "openvino": a tier's openvino_tokenizer.xml when it has one; "rust": tokenizer.json
+    # "native": the C++ core's WordPiece for plain-ASCII texts of a BERT uncased tokenizer, the rest as "openvino";
+    # "openvino": a tier's openvino_tokenizer.xml when it has one; "rust": tokenizer.json
+    tokenizer: str = "native"
     text_columns: list[str] = field(default_factory=lambda: ["sentence"])  # for calibrate on TSV files
     label_column: str = "label"
     metric: str = "accuracy"  # accuracy, f1 or mcc
@@ -57,8 +59,8 @@ class CascadeConfig:
             bad("max_wait_ms", "must be a number >= 0 (0 = wait for a full batch)")
         if self.inference_precision not in ("f32", "bf16", "f16"):
             bad("inference_precision", "must be f32, bf16 or f16")
-        if self.tokenizer not in ("openvino", "rust"):
-            bad("tokenizer", "must be openvino or rust")
+        if self.tokenizer not in ("native", "openvino", "rust"):
+            bad("tokenizer", "must be native, openvino or rust")
         if self.metric not in ("accuracy", "f1", "mcc"):
             bad("metric", "must be accuracy, f1 or mcc")
         return self

@@ -63,16 +63,17 @@ class Tier:
         inference_precision: precision of the ops left in floating point ("f32" keeps FP32 results
             exact; on AMX CPUs OpenVINO would otherwise run them in bf16).
         tokenizer: "openvino" to tokenize with the folder's openvino_tokenizer.xml when it has one (and
-            openvino-tokenizers is installed), "rust" for tokenizer.json.
+            openvino-tokenizers is installed), "rust" for tokenizer.json; "native" is "openvino" with the C++
+            core's WordPiece first for the plain-ASCII texts of a BERT uncased tokenizer.
     """
 
-    def __init__(self, folder: str | Path, *, max_length: int, device: str = "CPU", streams: int = 0, inference_precision: str = "f32", tokenizer: str = "openvino"):
+    def __init__(self, folder: str | Path, *, max_length: int, device: str = "CPU", streams: int = 0, inference_precision: str = "f32", tokenizer: str = "native"):
         self.folder = Path(folder)
         for name in (MODEL_XML, MODEL_BIN, TOKENIZER_FILE):
             if not (self.folder / name).is_file():
                 raise TangoEdgeError(f"{self.folder / name} is missing: a tier folder holds {MODEL_XML}, {MODEL_BIN}, {TOKENIZER_FILE} and config.json")
         self.labels = read_labels(self.folder)
-        self.encoder = TextEncoder(self.folder / TOKENIZER_FILE, max_length, self._ov_tokenizer(tokenizer))
+        self.encoder = TextEncoder(self.folder / TOKENIZER_FILE, max_length, self._ov_tokenizer(tokenizer), native=tokenizer == "native")
         self.device = device
         self.streams = streams
         self.inference_precision = inference_precision
@@ -88,7 +89,7 @@ class Tier:
 
     def _ov_tokenizer(self, choice: str) -> OpenVINOTokenizer | None:
         path = self.folder / OV_TOKENIZER_FILE
-        if choice != "openvino" or not path.is_file():
+        if choice not in ("native", "openvino") or not path.is_file():
             return None
         try:
             import openvino_tokenizers  # noqa: F401

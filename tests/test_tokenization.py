@@ -1,14 +1,17 @@
-"""The OpenVINO tokenizer (openvino_tokenizer.xml, written at export) against tokenizer.json."""
+"""The OpenVINO tokenizer (openvino_tokenizer.xml, written at export) and the C++ core's WordPiece against
+tokenizer.json."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
 
+import tiny_models
 from tango_edge import Cascade, TangoEdgeError
 from tango_edge.tier import Tier
-from tango_edge.tokenization import OV_TOKENIZER_FILE
+from tango_edge.tokenization import OV_TOKENIZER_FILE, TOKENIZER_FILE, native_wordpiece
 
 MAX_LENGTH = 128
 
@@ -63,3 +66,33 @@ def test_corrupt_openvino_tokenizer_is_a_clear_error(tiny_irs, tmp_path):
     (folder / OV_TOKENIZER_FILE).write_text("<not a model")
     with pytest.raises(TangoEdgeError, match="cannot load tokenizer"):
         Tier(folder, max_length=MAX_LENGTH)
+
+
+TRICKY = ["", "   ", "Hello, World!!", "a\tb\nc\rd", "don't $5+3<4^2`|~ {ok} [x] _y_", "UPPER lower MiXeD", "a" * 100, "b" * 101,
+          "a phrase,with;punctuation...and--dashes", "x\x0by", "caf\u00e9 cr\u00e8me", "[MASK] it", "a [CLS] b", "naive \U0001F600", "nul\x00byte", "del\x7f"]
+
+
+@pytest.mark.parametrize("folder", ["tiny", "shipped"])
+def test_native_wordpiece_same_ids_as_tokenizer_json(tiny_irs, mixed_sentences, folder):
+    """Tiny vocabulary (many [UNK]s and ## pieces) and the shipped 30k one; ASCII texts must take the fast path."""
+    path = tiny_irs["a"] if folder == "tiny" else tiny_models.REPO / "models" / "sst2" / "tier1"
+    native = Tier(path, max_length=MAX_LENGTH).encoder
+    rust = Tier(path, max_length=MAX_LENGTH, tokenizer="rust").encoder
+    assert native.backend == "native+openvino" and native.native is not None
+    texts = mixed_sentences + TRICKY
+    got, want = native.encode(texts), rust.encode(texts)
+    for text, a, b in zip(texts, got, want):
+        assert (list(a.ids), a.truncated) == (list(b.ids), b.truncated), repr(text)
+
+    _, _, refused = native.native.encode_batch(texts)
+    refused = {texts[i] for i in refused.tolist()}
+    assert refused == {t for t in TRICKY if not t.isascii() or "[MASK]" in t or "[CLS]" in t or any(c in t for c in "\x0b\x00\x7f")}
+
+
+def test_native_wordpiece_only_for_bert_uncased(tiny_irs):
+    spec = json.loads((tiny_irs["a"] / TOKENIZER_FILE).read_text())
+    assert native_wordpiece(spec) is not None
+    cased = {**spec, "normalizer": {**spec["normalizer"], "lowercase": False}}
+    assert native_wordpiece(cased) is None
+    assert native_wordpiece({**spec, "pre_tokenizer": {"type": "Whitespace"}}) is None
+    assert native_wordpiece({**spec, "post_processor": None}) is None
