@@ -76,7 +76,7 @@ def test_augment_weights_sentence_length_rows():
     assert len(out) - len(from_long) <= 2
 
 
-@pytest.mark.parametrize("arch", ["cnn", "cnn2"])
+@pytest.mark.parametrize("arch", ["cnn", "cnn2", "cnn3"])
 def test_cnn_student_ignores_batch_padding(arch):
     import torch
 
@@ -145,7 +145,7 @@ def test_weight_average_decay_shrinks_for_short_runs():
     assert _common.ema_decay(0.999, 4) == 0.0  # a smoke run: the raw weights
 
 
-@pytest.mark.parametrize("arch", ["cnn", "cnn2", "bow", "bilstm"])
+@pytest.mark.parametrize("arch", ["cnn", "cnn2", "cnn3", "bow", "bilstm"])
 def test_exported_student_matches_torch(tmp_path, arch):
     """OpenVINO's CPU plugin does not keep int64 arithmetic exact: the bag's bigram hash once made pair ids far
     above 2**24 from a 20k vocabulary, and its OpenVINO model answered differently from torch."""
