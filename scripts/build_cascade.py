@@ -1,7 +1,9 @@
 #!/usr/bin/env python
 """Rebuild a shipped cascade end to end, resumably: fine-tune tier 2, export and quantize it, augment and
-label the distillation corpus with it, distil the first-tier candidates, export and quantize them, compare
-them in the cascade, and assemble the cascade folder (tier1/, tier2/, cascade.json, sample.txt, README.md).
+label the distillation corpus with it, optionally fine-tune tier 2 again with that corpus mixed in
+(self-distillation: the shipped tier 2 is then this second run, the corpus keeps the first run's labels),
+distil the first-tier candidates, export and quantize them, compare them in the cascade, and assemble the
+cascade folder (tier1/, tier2/, cascade.json, sample.txt, README.md).
 
 Each stage writes a marker in the work folder when it finishes; a rerun skips finished stages, so an
 interrupted build resumes where it stopped. Everything is logged to <work>/build.log.
@@ -38,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--archs", default="cnn,bow,bilstm", help="first-tier candidates to distil and compare")
     p.add_argument("--tier1", default="auto", help="first tier to ship: auto (best cascade speedup at 99%%) or an arch name")
     p.add_argument("--tier2-epochs", default="3")
+    p.add_argument("--self-distill", default="0", help="extra-corpus batches per labelled batch in a second tier-2 run (0: no second run)")
+    p.add_argument("--self-distill-epochs", default="2", help="labelled epochs of the second tier-2 run")
     p.add_argument("--per-sentence", default="2", help="augmented sentences tried per short training row")
     p.add_argument("--per-long-sentence", default="40", help="augmented sentences tried per training row of 10+ words")
     p.add_argument("--target", default="0.99", help="share of tier 2's dev accuracy the shipped threshold keeps")
@@ -91,6 +95,15 @@ def main(argv=None):
         sentences = read_tsv(train).texts
         corpus.write_text("\n".join(sentences) + "\n" + (work / "augmented.txt").read_text(encoding="utf-8"), encoding="utf-8")
     stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(work / "distill.logits.npy")])
+    tier2 = "tier2"  # prefix of the shipped second tier's folders in work
+    if float(args.self_distill) > 0:
+        tier2 = "tier2sd"
+        stages.run(
+            "tier2-self-distill",
+            py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--epochs", args.self_distill_epochs, "--extra-texts", str(corpus), "--extra-logits", str(work / "distill.logits.npy"), "--extra-ratio", args.self_distill, "--output", str(work / f"{tier2}_torch"), *base, *limit],
+            py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(work / f"{tier2}_torch" / "best"), "--output", str(work / f"{tier2}_fp32")],
+            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{tier2}_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{tier2}_int8")],
+        )
     archs = args.archs.split(",")
     epochs = ["--epochs", args.student_epochs] if args.student_epochs else []
     for arch in archs:
@@ -100,12 +113,12 @@ def main(argv=None):
             py + [str(SCRIPTS / "export.py"), "student", "--checkpoint", str(work / f"tier1_{arch}" / "student.pt"), "--output", str(work / f"tier1_{arch}_fp32")],
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, "--max-drop", args.max_drop, "--output", str(work / f"tier1_{arch}_int8")],
         )
-    stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--archs", args.archs, "--dev", dev, "--target", args.target, "--rounds", args.rounds, "--output", str(work / "compare.json")])
+    stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--tier2", tier2, "--archs", args.archs, "--dev", dev, "--target", args.target, "--rounds", args.rounds, "--output", str(work / "compare.json")])
     chosen = json.loads((work / "compare.json").read_text())["best"] if args.tier1 == "auto" else args.tier1
-    assemble(work, output, chosen, args, train, dev)
+    assemble(work, output, chosen, tier2, args, train, dev)
 
 
-def assemble(work: Path, output: Path, chosen: str, args, train: str, dev: str) -> None:
+def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str, dev: str) -> None:
     """Write the cascade folder and calibrate its threshold on dev with the tango-edge CLI."""
     from tango_edge.config import CascadeConfig
     from tango_edge.data import read_tsv
@@ -114,12 +127,12 @@ def assemble(work: Path, output: Path, chosen: str, args, train: str, dev: str) 
         shutil.rmtree(output)
     output.mkdir(parents=True)
     shutil.copytree(work / f"tier1_{chosen}_int8", output / "tier1")
-    shutil.copytree(work / "tier2_int8", output / "tier2")
+    shutil.copytree(work / f"{tier2}_int8", output / "tier2")
     CascadeConfig(task=args.task, threshold=0.9).save(output)
     sample = [t for t in read_tsv(train).texts if len(t.split()) >= 6][:512]  # representative inputs for autotune
     (output / "sample.txt").write_text("\n".join(sample) + "\n", encoding="utf-8")
     subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--rounds", args.rounds, "--json", str(work / "calibrate.json")], check=True)
-    subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen, "--data", args.data], check=True)
+    subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen, "--tier2", tier2, "--data", args.data], check=True)
     log.info("cascade written to %s (first tier: %s)", output, chosen)
 
 

@@ -32,6 +32,7 @@ PASS_SENTENCES = {"tier1": 4096, "tier2": 256}
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, required=True)
+    p.add_argument("--tier2", default="tier2", help="prefix of the second tier's folders in --work (<prefix>_int8)")
     p.add_argument("--archs", default="cnn,bow,bilstm")
     p.add_argument("--dev", required=True)
     p.add_argument("--target", type=float, default=0.99)
@@ -44,7 +45,7 @@ def main(argv=None):
 
     dev = read_tsv(args.dev)
     tiers = {arch: Tier(args.work / f"tier1_{arch}_int8", max_length=MAX_LENGTH) for arch in args.archs.split(",")}
-    tier2 = Tier(args.work / "tier2_int8", max_length=MAX_LENGTH)
+    tier2 = Tier(args.work / f"{args.tier2}_int8", max_length=MAX_LENGTH)
     pred2 = tier2_predictions(tier2.logits(tier2.encoder.encode(dev.texts), args.tier2_batch_size))
     num_classes = len(tier2.labels)
 

