@@ -35,6 +35,7 @@ DEFAULTS = {  # arch: (epochs, learning rate), for the ~1M-sentence SST-2 corpus
     "cnn": (3, 2e-3),  # dev accuracy peaks by epoch 2
     "cnn2": (3, 2e-3),
     "cnn3": (3, 2e-3),
+    "cnn4": (3, 2e-3),
     "bow": (2, 3e-3),
     "bilstm": (1, 2e-3),  # slowest to train by far (~25 min per epoch here)
 }

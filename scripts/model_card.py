@@ -15,6 +15,7 @@ STUDENT_NAMES = {
     "cnn": "1-D CNN (Kim 2014 style: 256 filters over 5-token windows, max-pool)",
     "cnn2": "2-layer 1-D CNN (128 then 256 filters over 3-token windows, max-pool)",
     "cnn3": "3-layer dilated 1-D CNN (128, 128, 256 filters over 3-token windows dilated 1, 2, 4; max-pool)",
+    "cnn4": "4-layer dilated 1-D CNN (128, 128, 128, 256 filters over 3-token windows dilated 1, 2, 4, 8; max-pool)",
     "bow": "bag of unigram + hashed-bigram embeddings (fastText style)",
     "bilstm": "2-layer BiLSTM (the paper's first tier)",
 }

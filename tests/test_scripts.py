@@ -80,7 +80,7 @@ def test_augment_weights_sentence_length_rows():
     assert len(out) - len(from_long) <= 2
 
 
-@pytest.mark.parametrize("arch", ["cnn", "cnn2", "cnn3"])
+@pytest.mark.parametrize("arch", ["cnn", "cnn2", "cnn3", "cnn4"])
 def test_cnn_student_ignores_batch_padding(arch):
     import torch
 
