@@ -136,6 +136,12 @@ def choose_setting(throughputs: Mapping[Setting, float], tolerance: float = TOLE
     return max((s for s in near_best if s.batch_size == smallest), key=lambda s: (throughputs[s], -s.streams))
 
 
+def choose_streams(throughputs: Mapping[int, float], preferred: int, tolerance: float = TOLERANCE) -> int:
+    """`preferred` (the tier's own choice) when within `tolerance` of the fastest, else the fastest."""
+    near_best = within_tolerance(throughputs, tolerance)
+    return preferred if preferred in near_best else max(near_best, key=lambda s: throughputs[s])
+
+
 def pass_size(rate: float, largest_batch: int, seconds: float = PASS_SECONDS, cap: int = MAX_PASS_SENTENCES) -> int:
     """Sentences per timed pass: about `seconds` at the estimated rate, at least two batches of the largest size.
 
@@ -322,6 +328,9 @@ def tune(directory: Path, device: str, rounds: int, quick: bool, log: Callable[[
     for name, prepared in tiers.items():
         chosen, reports[name] = tier_report(name, prepared, rates)
         settings[f"{name}_batch_size"], settings[f"{name}_streams"] = chosen.batch_size, chosen.streams
+    cascade_report = None
+    if 0.0 < config.threshold <= 1.0 and len(tiers["tier2"].variants) > 1:
+        settings["tier2_streams"], cascade_report = tune_cascade_streams(directory, settings, sample, list(tiers["tier2"].variants), rounds, device, log)
     measurements = {
         "unit": "instances/s, tokenization included",
         "rounds": rounds,
@@ -333,7 +342,42 @@ def tune(directory: Path, device: str, rounds: int, quick: bool, log: Callable[[
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "tiers": reports,
     }
+    if cascade_report is not None:
+        measurements["cascade"] = cascade_report
     return settings, measurements
+
+
+def tune_cascade_streams(directory: Path, settings: dict, sample: Sequence, streams: Sequence[int], rounds: int, device: str, log: Callable[[str], None] = stderr_log) -> tuple[int, dict]:
+    """Tier 2's NUM_STREAMS chosen on the whole cascade at its threshold, with the tuned batch sizes.
+
+    Timed alone, tier 2 runs as fast on one stream (each request on every core) as on one per core; inside
+    the cascade, tier 1's requests take cores from it mid-inference and a one-stream tier 2 waits for its
+    slowest thread (one side-by-side run on SST-2 dev here: 2777/s against 3318/s with two streams). The tier's own choice
+    stays unless another is more than the tolerance faster.
+    """
+    from .cascade import Cascade
+
+    engines = {s: Cascade.from_dir(directory, device=device, use_profile=False, **{**settings, "tier2_streams": s}) for s in streams}
+    try:
+        texts = pass_texts(sample, MAX_PASS_SENTENCES)
+        for engine in engines.values():  # warm-up
+            list(engine.predict_iter(texts[:256]))
+
+        def timed_pass(s: int) -> float:
+            started = time.perf_counter()
+            for _ in engines[s].predict_iter(texts):
+                pass
+            return len(texts) / max(time.perf_counter() - started, 1e-9)
+
+        log(f"cascade at threshold {engines[streams[0]].config.threshold:g}: timing tier-2 NUM_STREAMS {[streams_label(s) for s in streams]}, {rounds} rounds")
+        rates = measure_rounds(list(streams), timed_pass, rounds, SEED)
+    finally:
+        for engine in engines.values():
+            engine.close()
+    summaries = {s: summarize(r) for s, r in rates.items()}
+    chosen = choose_streams({s: v["median"] for s, v in summaries.items()}, settings["tier2_streams"])
+    rows = [{"tier2_streams": s, "median_per_s": v["median"], "min_per_s": v["min"], "max_per_s": v["max"], "iqr_rel": v["iqr_rel"], "rates_per_s": rates[s]} for s, v in summaries.items()]
+    return chosen, {"threshold": engines[streams[0]].config.threshold, "pass_sentences": len(texts), "candidates": rows, "tier2_streams": chosen}
 
 
 # ---- command -------------------------------------------------------------------------------------------------
@@ -348,6 +392,12 @@ def format_report(profile: dict) -> str:
             mark = "  <- chosen" if Setting(row["streams"], row["batch_size"]) == chosen else ""
             label = streams_label(row["streams"], report["resolved_streams"].get(str(row["streams"])))
             lines.append(f"{name:6} {label:8} {row['batch_size']:5d} {row['median_per_s']:10.1f} {row['min_per_s']:10.1f} {row['max_per_s']:10.1f} {100 * row['iqr_rel']:5.0f}%{mark}")
+    cascade = profile["measurements"].get("cascade")
+    if cascade:
+        for row in cascade["candidates"]:
+            mark = "  <- chosen" if row["tier2_streams"] == cascade["tier2_streams"] else ""
+            label = f"t2 {streams_label(row['tier2_streams'])}"
+            lines.append(f"{'casc.':6} {label:8} {'':>5} {row['median_per_s']:10.1f} {row['min_per_s']:10.1f} {row['max_per_s']:10.1f} {100 * row['iqr_rel']:5.0f}%{mark}")
     settings = profile["settings"]
     lines.append(
         f"chosen: tier1 batch {settings['tier1_batch_size']} streams {streams_label(settings['tier1_streams'])}, "

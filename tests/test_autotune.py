@@ -18,6 +18,7 @@ from tango_edge.autotune import (
     candidate_streams,
     choose_batch_size,
     choose_setting,
+    choose_streams,
     format_report,
     measure_rounds,
     pass_size,
@@ -25,6 +26,7 @@ from tango_edge.autotune import (
     read_sample,
     round_schedule,
     summarize,
+    tune_cascade_streams,
     within_tolerance,
 )
 from tango_edge.cli import main
@@ -77,6 +79,22 @@ def test_choose_setting_takes_the_smallest_batch_then_the_fastest_streams():
 
 
 # ---- candidates, rounds, summaries -------------------------------------------------------------------------
+
+
+def test_choose_streams_keeps_the_tiers_own_choice_unless_another_is_clearly_faster():
+    assert choose_streams({1: 100.0, 2: 102.0}, preferred=1) == 1  # within 3%
+    assert choose_streams({1: 100.0, 2: 120.0}, preferred=1) == 2
+    assert choose_streams({0: 90.0, 1: 100.0, 2: 120.0}, preferred=0) == 2
+
+
+def test_tune_cascade_streams_times_each_tier2_setting_on_the_cascade(cascade_dir):
+    settings = {"tier1_batch_size": 4, "tier2_batch_size": 4, "tier1_streams": 0, "tier2_streams": 1}
+    chosen, report = tune_cascade_streams(cascade_dir, settings, read_sample(cascade_dir), [0, 1], rounds=2, device="CPU", log=lambda _: None)
+    rows = {row["tier2_streams"]: row for row in report["candidates"]}
+    assert set(rows) == {0, 1} and chosen in rows and report["tier2_streams"] == chosen
+    assert all(len(row["rates_per_s"]) == 2 and row["median_per_s"] > 0 for row in rows.values())
+    assert chosen == choose_streams({s: row["median_per_s"] for s, row in rows.items()}, preferred=1)
+    assert 0 < report["threshold"] <= 1
 
 
 def test_candidate_batch_sizes_are_powers_of_two_to_128():
