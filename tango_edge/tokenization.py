@@ -100,8 +100,8 @@ def native_wordpiece(spec: dict):
     """The C++ core's WordPiece for a tokenizer.json that is BERT's uncased pipeline (BertNormalizer with
     lowercasing, BertPreTokenizer, WordPiece, [CLS] text [SEP]), else None.
 
-    It tokenizes plain-ASCII texts about 10x faster than the OpenVINO tokenizer here, with the same ids, and
-    refuses the rest, which the full tokenizer then takes.
+    It tokenizes plain-ASCII texts with about a seventh of the OpenVINO tokenizer's CPU time here (7 against
+    50 us per SST-2 sentence), with the same ids, and refuses the rest, which the full tokenizer then takes.
     """
     from ._core import WordPiece
 
