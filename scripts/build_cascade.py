@@ -84,9 +84,17 @@ def main(argv=None):
     stages = Stages(work)
     base = ["--base", args.base] if args.base else []
     limit = ["--max-train", args.tier2_max_train] if args.tier2_max_train else []
-    stages.run("tier2-train", py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--epochs", args.tier2_epochs, "--output", str(work / "tier2_torch"), *base, *limit])
-    stages.run("tier2-export", py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(work / "tier2_torch" / "best"), "--output", str(work / "tier2_fp32")])
-    stages.run("tier2-quantize", py + [str(SCRIPTS / "quantize.py"), "--model", str(work / "tier2_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--max-drop", args.max_drop, "--output", str(work / "tier2_int8")])
+
+    def tier2_commands(prefix: str, *train_flags: str) -> list[list[str]]:
+        """Fine-tune, export and quantize a second tier into <work>/<prefix>_torch, _fp32, _int8."""
+        return [
+            py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, *train_flags, "--output", str(work / f"{prefix}_torch"), *base, *limit],
+            py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(work / f"{prefix}_torch" / "best"), "--output", str(work / f"{prefix}_fp32")],
+            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
+        ]
+
+    for name, command in zip(("tier2-train", "tier2-export", "tier2-quantize"), tier2_commands("tier2", "--epochs", args.tier2_epochs)):
+        stages.run(name, command)
     stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, "--embeddings", str(work / "tier2_torch" / "best"), "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
     corpus = work / "distill.txt"
     if not corpus.exists():
@@ -98,12 +106,8 @@ def main(argv=None):
     tier2 = "tier2"  # prefix of the shipped second tier's folders in work
     if float(args.self_distill) > 0:
         tier2 = "tier2sd"
-        stages.run(
-            "tier2-self-distill",
-            py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--epochs", args.self_distill_epochs, "--extra-texts", str(corpus), "--extra-logits", str(work / "distill.logits.npy"), "--extra-ratio", args.self_distill, "--output", str(work / f"{tier2}_torch"), *base, *limit],
-            py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(work / f"{tier2}_torch" / "best"), "--output", str(work / f"{tier2}_fp32")],
-            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{tier2}_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{tier2}_int8")],
-        )
+        extra = ["--extra-texts", str(corpus), "--extra-logits", str(work / "distill.logits.npy"), "--extra-ratio", args.self_distill]
+        stages.run("tier2-self-distill", *tier2_commands(tier2, "--epochs", args.self_distill_epochs, *extra))
     archs = args.archs.split(",")
     epochs = ["--epochs", args.student_epochs] if args.student_epochs else []
     for arch in archs:

@@ -352,8 +352,8 @@ def tune_cascade_streams(directory: Path, settings: dict, sample: Sequence, stre
 
     Timed alone, tier 2 runs as fast on one stream (each request on every core) as on one per core; inside
     the cascade, tier 1's requests take cores from it mid-inference and a one-stream tier 2 waits for its
-    slowest thread (one side-by-side run on SST-2 dev here: 2777/s against 3318/s with two streams). The tier's own choice
-    stays unless another is more than the tolerance faster.
+    slowest thread (a one-off side-by-side run on SST-2 dev measured 2777/s against 3318/s with two streams).
+    The tier's own choice stays unless another is more than the tolerance faster.
     """
     from .cascade import Cascade
 
@@ -369,7 +369,8 @@ def tune_cascade_streams(directory: Path, settings: dict, sample: Sequence, stre
                 pass
             return len(texts) / max(time.perf_counter() - started, 1e-9)
 
-        log(f"cascade at threshold {engines[streams[0]].config.threshold:g}: timing tier-2 NUM_STREAMS {[streams_label(s) for s in streams]}, {rounds} rounds")
+        threshold = engines[streams[0]].config.threshold
+        log(f"cascade at threshold {threshold:g}: timing tier-2 NUM_STREAMS {[streams_label(s) for s in streams]}, {rounds} rounds")
         rates = measure_rounds(list(streams), timed_pass, rounds, SEED)
     finally:
         for engine in engines.values():
@@ -377,7 +378,7 @@ def tune_cascade_streams(directory: Path, settings: dict, sample: Sequence, stre
     summaries = {s: summarize(r) for s, r in rates.items()}
     chosen = choose_streams({s: v["median"] for s, v in summaries.items()}, settings["tier2_streams"])
     rows = [{"tier2_streams": s, "median_per_s": v["median"], "min_per_s": v["min"], "max_per_s": v["max"], "iqr_rel": v["iqr_rel"], "rates_per_s": rates[s]} for s, v in summaries.items()]
-    return chosen, {"threshold": engines[streams[0]].config.threshold, "pass_sentences": len(texts), "candidates": rows, "tier2_streams": chosen}
+    return chosen, {"threshold": threshold, "pass_sentences": len(texts), "candidates": rows, "tier2_streams": chosen}
 
 
 # ---- command -------------------------------------------------------------------------------------------------
