@@ -116,29 +116,42 @@ def test_train_tier2_self_distillation_mixes_in_extra_batches(tmp_path):
 
 
 
-@pytest.mark.parametrize("head_sign", [1.0, -1.0])
-def test_average_tier2_keeps_only_ingredients_that_do_not_hurt(tmp_path, head_sign):
-    """Same start; one run has a zeroed head (always the first label). Averaging it in halves the other run's
-    logits: the same predictions, so it is kept when the other run is better and comes first. A random head
-    scores below the constant run on this data and a sign-flipped one above it, so both branches are taken."""
+@pytest.mark.parametrize("flip_labels", [False, True])
+def test_average_tier2_keeps_only_ingredients_that_do_not_hurt(tmp_path, flip_labels):
+    """Same start, zeroed heads: one run always answers the first label (zero bias), the other always the second
+    (bias +1). Their average still answers the second label, so it is kept when that run is better and comes first,
+    and dropped otherwise. Flipping the dev labels takes both branches. Zeroed weights make the answers independent
+    of the random tiny tokenizer, whose vocabulary order changes from run to run."""
     import torch
     from transformers import AutoModelForSequenceClassification
 
     import average_tier2
 
-    trained = str(tiny_models.make_bert(tmp_path / "trained", seed=3, logit_scale=head_sign))
     zeroed = str(tiny_models.make_bert(tmp_path / "zeroed", seed=3, logit_scale=0.0))
+    second = tiny_models.make_bert(tmp_path / "second", seed=3, logit_scale=0.0)
+    model = AutoModelForSequenceClassification.from_pretrained(second)
+    with torch.no_grad():
+        model.classifier.bias.copy_(torch.tensor([0.0, 1.0]))
+    model.save_pretrained(second)
+    second = str(second)
     data = write_task(tmp_path / "data")
-    average_tier2.main(["--models", trained, zeroed, "--dev", str(data / "dev.tsv"), "--output", str(tmp_path / "soup")])
+    dev = data / "dev.tsv"
+    if flip_labels:
+        header, *rows = dev.read_text().splitlines()
+        dev.write_text("\n".join([header] + [f"{text}\t{1 - int(label)}" for text, label in (r.split("\t") for r in rows)]) + "\n")
+    labels = [int(r.split("\t")[1]) for r in dev.read_text().splitlines()[1:]]
+    share_second = sum(labels) / len(labels)
+    assert share_second != 0.5
+
+    average_tier2.main(["--models", second, zeroed, "--dev", str(dev), "--output", str(tmp_path / "soup")])
 
     result = json.loads((tmp_path / "soup" / "result.json").read_text())
-    scores = result["ingredients"]
-    assert scores[trained] != scores[zeroed]
-    assert result["kept"] == ([trained, zeroed] if scores[trained] > scores[zeroed] else [zeroed])
-    assert result["dev_accuracy"] == max(scores.values())
-    weights = [AutoModelForSequenceClassification.from_pretrained(p).classifier.weight for p in result["kept"]]
+    assert result["ingredients"] == {second: pytest.approx(share_second), zeroed: pytest.approx(1 - share_second)}
+    assert result["kept"] == ([second, zeroed] if share_second > 0.5 else [zeroed])
+    assert result["dev_accuracy"] == pytest.approx(max(share_second, 1 - share_second))
+    biases = [AutoModelForSequenceClassification.from_pretrained(p).classifier.bias for p in result["kept"]]
     soup = AutoModelForSequenceClassification.from_pretrained(tmp_path / "soup")
-    assert torch.allclose(soup.classifier.weight, torch.stack(weights).mean(0))
+    assert torch.allclose(soup.classifier.bias, torch.stack(biases).mean(0))
 
 
 def test_weight_average_decay_shrinks_for_short_runs():
