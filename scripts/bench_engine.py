@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tango_edge import Cascade  # noqa: E402
 from tango_edge.data import read_tsv  # noqa: E402
-from tango_edge.calibrate import threshold_for_cut, tier1_outputs  # noqa: E402
+from tango_edge.calibrate import confidence_ranking, threshold_for_rate  # noqa: E402
 
 
 def load_texts(path: str | None, models: Path, n: int) -> list:
@@ -43,16 +43,13 @@ def thresholds_for(cascade: Cascade, texts: list, deferrals: list[float]) -> tup
     """Thresholds under which exactly the least confident fraction f of `texts` goes to tier 2 (calibrate's rule),
     and for each f the mean token count of those deferred inputs over that of all inputs: the ideal assumes a
     deferred input costs tier 2 the average, but tier 1's hard inputs tend to be the long ones."""
-    tier1 = cascade.tier1
-    encoded = tier1.encoder.encode(texts)
-    confidence, _ = tier1_outputs(tier1.logits(encoded, 64), cascade.config.temperature)
-    order = np.argsort(confidence, kind="stable")
-    ordered = confidence[order]
+    encoded = cascade.tier1.encoder.encode(texts)
+    ordered, order = confidence_ranking(cascade.tier1, encoded, cascade.config.temperature)
     lengths = np.array([len(e.ids) for e in encoded], dtype=np.float64)
     thresholds, length_ratio = {}, {}
     for f in deferrals:
         cut = int(round(f * len(order)))
-        thresholds[f] = threshold_for_cut(ordered, cut)
+        thresholds[f] = threshold_for_rate(ordered, f)
         length_ratio[f] = float(lengths[order[:cut]].mean() / lengths.mean()) if cut else 1.0
     return thresholds, length_ratio
 

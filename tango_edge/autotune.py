@@ -330,7 +330,8 @@ def tune(directory: Path, device: str, rounds: int, quick: bool, log: Callable[[
         settings[f"{name}_batch_size"], settings[f"{name}_streams"] = chosen.batch_size, chosen.streams
     cascade_report = None
     if 0.0 < config.threshold <= 1.0 and len(tiers["tier2"].variants) > 1:
-        settings["tier2_streams"], cascade_report = tune_cascade_streams(directory, settings, sample, list(tiers["tier2"].variants), rounds, device, log)
+        threshold = cascade_threshold(config, tiers["tier1"].variants[settings["tier1_streams"]], sample, log)
+        settings["tier2_streams"], cascade_report = tune_cascade_streams(directory, {**settings, "threshold": threshold}, sample, list(tiers["tier2"].variants), rounds, device, log)
     measurements = {
         "unit": "instances/s, tokenization included",
         "rounds": rounds,
@@ -347,8 +348,25 @@ def tune(directory: Path, device: str, rounds: int, quick: bool, log: Callable[[
     return settings, measurements
 
 
+def cascade_threshold(config: CascadeConfig, tier1, sample: Sequence, log: Callable[[str], None] = stderr_log) -> float:
+    """The threshold at which the sample defers the share calibration recorded (cascade.json's deferral_rate), else the stored threshold.
+
+    The sample is training sentences, tier 1's easy cases: at the stored threshold it defers a fraction of what
+    real inputs do, and a cascade timed on it hardly uses tier 2.
+    """
+    if config.deferral_rate is None:
+        return config.threshold
+    from .calibrate import confidence_ranking, threshold_for_rate
+
+    texts = pass_texts(sample, MAX_PASS_SENTENCES)
+    ordered, _ = confidence_ranking(tier1, tier1.encoder.encode(texts), config.temperature)
+    threshold = threshold_for_rate(ordered, config.deferral_rate)
+    log(f"cascade stage at threshold {threshold:g}: defers {100 * config.deferral_rate:.1f}% of the sample as calibration did (stored threshold {config.threshold:g})")
+    return threshold
+
+
 def tune_cascade_streams(directory: Path, settings: dict, sample: Sequence, streams: Sequence[int], rounds: int, device: str, log: Callable[[str], None] = stderr_log) -> tuple[int, dict]:
-    """Tier 2's NUM_STREAMS chosen on the whole cascade at its threshold, with the tuned batch sizes.
+    """Tier 2's NUM_STREAMS chosen on the whole cascade at `settings`' threshold, with the tuned batch sizes.
 
     Timed alone, tier 2 runs as fast on one stream (each request on every core) as on one per core; inside
     the cascade, tier 1's requests take cores from it mid-inference and a one-stream tier 2 waits for its
@@ -371,14 +389,16 @@ def tune_cascade_streams(directory: Path, settings: dict, sample: Sequence, stre
 
         threshold = engines[streams[0]].config.threshold
         log(f"cascade at threshold {threshold:g}: timing tier-2 NUM_STREAMS {[streams_label(s) for s in streams]}, {rounds} rounds")
+        engines[streams[0]].reset_stats()
         rates = measure_rounds(list(streams), timed_pass, rounds, SEED)
+        deferral_rate = engines[streams[0]].stats()["deferral_rate"]
     finally:
         for engine in engines.values():
             engine.close()
     summaries = {s: summarize(r) for s, r in rates.items()}
     chosen = choose_streams({s: v["median"] for s, v in summaries.items()}, settings["tier2_streams"])
     rows = [{"tier2_streams": s, "median_per_s": v["median"], "min_per_s": v["min"], "max_per_s": v["max"], "iqr_rel": v["iqr_rel"], "rates_per_s": rates[s]} for s, v in summaries.items()]
-    return chosen, {"threshold": threshold, "pass_sentences": len(texts), "candidates": rows, "tier2_streams": chosen}
+    return chosen, {"threshold": threshold, "deferral_rate": deferral_rate, "pass_sentences": len(texts), "candidates": rows, "tier2_streams": chosen}
 
 
 # ---- command -------------------------------------------------------------------------------------------------

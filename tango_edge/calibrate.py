@@ -155,6 +155,18 @@ def threshold_for_cut(sorted_confidence: np.ndarray, k: int) -> float:
     return float(upper) if middle <= lower else float(middle)
 
 
+def confidence_ranking(tier1, encoded: list, temperature: float, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Tier 1's confidences on encoded inputs in ascending order, and the input order that sorts them."""
+    confidence, _ = tier1_outputs(tier1.logits(encoded, batch_size), temperature)
+    order = np.argsort(confidence, kind="stable")
+    return confidence[order], order
+
+
+def threshold_for_rate(sorted_confidence: np.ndarray, rate: float) -> float:
+    """A threshold deferring the least confident `rate` share of these inputs."""
+    return threshold_for_cut(sorted_confidence, int(round(rate * len(sorted_confidence))))
+
+
 @dataclass
 class Curve:
     """The cascade's operating points: for each cut point, the count deferred, its threshold and the metric."""
@@ -566,13 +578,13 @@ def format_report(results: dict) -> str:
     return "\n".join([*format_summary(results), "", *format_table2(results), "", *format_table3(results)])
 
 
-def write_choice(directory: Path, threshold: float, temperature: float) -> Path:
-    """Store threshold and temperature in cascade.json, keeping machine fields only if the file had them."""
+def write_choice(directory: Path, threshold: float, temperature: float, deferral_rate: float) -> Path:
+    """Store threshold, temperature and deferral rate in cascade.json, keeping machine fields only if the file had them."""
     from .config import CASCADE_FILE, CascadeConfig
     from .profile import TUNED_FIELDS
 
     raw = json.loads((directory / CASCADE_FILE).read_text(encoding="utf-8"))
-    config = CascadeConfig.load(directory).replace(threshold=threshold, temperature=temperature)
+    config = CascadeConfig.load(directory).replace(threshold=threshold, temperature=temperature, deferral_rate=deferral_rate)
     return config.save(directory, keep_machine_fields=bool(set(raw) & set(TUNED_FIELDS)))
 
 
@@ -652,7 +664,7 @@ def calibrate_command(args) -> int:
         "written": None,
     }
     if not args.no_write:
-        results["written"] = str(write_choice(directory, choice.threshold, chosen_analysis.temperature))
+        results["written"] = str(write_choice(directory, choice.threshold, chosen_analysis.temperature, choice.deferral_rate))
         log(f"wrote threshold {choice.threshold:.6g} and temperature {chosen_analysis.temperature:.4g} to {results['written']}")
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -19,6 +19,9 @@ class CascadeConfig:
     task: str = "classification"
     threshold: float = 0.9  # defer when tier-1 confidence is below it; 0 = tier 1 only, > 1 = tier 2 only
     temperature: float = 1.0  # tier-1 logits are divided by it before the softmax (calibration)
+    # Share of the calibration data the threshold deferred: autotune times the cascade at this share on its
+    # sample, whose own deferral at the threshold can be far off (training sentences are tier 1's easy cases).
+    deferral_rate: float | None = None
     max_length: int = 128  # tokens per input; longer inputs are truncated
     tier1_batch_size: int = 64  # instances per tier-1 request
     tier2_batch_size: int = 16  # deferred instances per tier-2 request
@@ -47,6 +50,8 @@ class CascadeConfig:
             bad("threshold", "must be a number >= 0 (0 = tier 1 only, above 1 = tier 2 only)")
         if not isinstance(self.temperature, (int, float)) or isinstance(self.temperature, bool) or not self.temperature > 0:
             bad("temperature", "must be a number > 0")
+        if self.deferral_rate is not None and (not isinstance(self.deferral_rate, (int, float)) or isinstance(self.deferral_rate, bool) or not 0 <= self.deferral_rate <= 1):
+            bad("deferral_rate", "must be a number in [0, 1] or null")
         for name in ("max_length", "tier1_batch_size", "tier2_batch_size", "sort_window"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:

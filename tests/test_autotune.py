@@ -15,7 +15,9 @@ from tango_edge.autotune import (
     Candidate,
     Setting,
     candidate_batch_sizes,
+    MAX_PASS_SENTENCES,
     candidate_streams,
+    cascade_threshold,
     choose_batch_size,
     choose_setting,
     choose_streams,
@@ -30,6 +32,9 @@ from tango_edge.autotune import (
     within_tolerance,
 )
 from tango_edge.cli import main
+from tango_edge.config import CascadeConfig
+from tango_edge.tier import Tier
+from conftest import sentences
 from tango_edge.profile import load_profile, profile_path
 
 
@@ -94,7 +99,21 @@ def test_tune_cascade_streams_times_each_tier2_setting_on_the_cascade(cascade_di
     assert set(rows) == {0, 1} and chosen in rows and report["tier2_streams"] == chosen
     assert all(len(row["rates_per_s"]) == 2 and row["median_per_s"] > 0 for row in rows.values())
     assert chosen == choose_streams({s: row["median_per_s"] for s, row in rows.items()}, preferred=1)
-    assert 0 < report["threshold"] <= 1
+    assert 0 < report["threshold"] <= 1 and 0 <= report["deferral_rate"] <= 1
+
+
+def test_cascade_stage_defers_the_calibrated_share_of_the_sample(cascade_dir):
+    """Without a recorded deferral rate the stored threshold is used; with one, the sample defers that share."""
+    (cascade_dir / "sample.txt").write_text("\n".join(sentences(400, seed=7)) + "\n", encoding="utf-8")
+    sample = read_sample(cascade_dir)
+    config = CascadeConfig.load(cascade_dir)
+    tier1 = Tier(cascade_dir / "tier1", max_length=config.max_length)
+    assert cascade_threshold(config, tier1, sample, log=lambda _: None) == config.threshold
+    for rate in (0.1, 0.4):
+        threshold = cascade_threshold(config.replace(deferral_rate=rate), tier1, sample, log=lambda _: None)
+        with Cascade.from_dir(cascade_dir, threshold=threshold, use_profile=False) as cascade:
+            cascade.predict(pass_texts(sample, MAX_PASS_SENTENCES))
+            assert cascade.stats()["deferral_rate"] == pytest.approx(rate, abs=0.02)
 
 
 def test_candidate_batch_sizes_are_powers_of_two_to_128():

@@ -289,11 +289,11 @@ def test_fixes_by_decile_with_uneven_counts_matches_ranges():
 
 def test_write_choice_keeps_machine_fields_only_if_the_file_had_them(tmp_path):
     (tmp_path / "cascade.json").write_text(json.dumps({"threshold": 0.8}))
-    write_choice(tmp_path, 0.7, 1.5)
+    write_choice(tmp_path, 0.7, 1.5, 0.25)
     raw = json.loads((tmp_path / "cascade.json").read_text())
-    assert raw["threshold"] == 0.7 and raw["temperature"] == 1.5 and "tier1_batch_size" not in raw
+    assert raw["threshold"] == 0.7 and raw["temperature"] == 1.5 and raw["deferral_rate"] == 0.25 and "tier1_batch_size" not in raw
     (tmp_path / "cascade.json").write_text(json.dumps({"threshold": 0.8, "tier1_batch_size": 32}))
-    write_choice(tmp_path, 0.7, 1.0)
+    write_choice(tmp_path, 0.7, 1.0, 0.25)
     assert json.loads((tmp_path / "cascade.json").read_text())["tier1_batch_size"] == 32
 
 
