@@ -190,3 +190,39 @@ def test_exported_student_matches_torch(tmp_path, arch):
     compiled = ov.Core().compile_model(str(tmp_path / "ir" / "openvino_model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
     got = compiled({"input_ids": ids.numpy(), "attention_mask": mask.numpy()})[0]
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_bench_engine_measures_each_configuration_on_the_tiny_cascade(tiny_cascade, tmp_path):
+    """Every configuration gets a rate; the two-phase runs defer the same share as their cascades."""
+    import bench_engine
+    from conftest import sentences
+
+    data = tmp_path / "inputs.txt"
+    data.write_text("\n".join(sentences(150, seed=3)) + "\n", encoding="utf-8")
+    out = tmp_path / "bench.json"
+    bench_engine.main(["--models", str(tiny_cascade), "--data", str(data), "-n", "300", "--rounds", "1", "--deferrals", "0.2,0.5", "--json", str(out)])
+
+    rows = {row["configuration"]: row for row in json.loads(out.read_text())["rows"]}
+    assert {"tier1 alone", "tier2 alone", "cascade f=0.2", "two phases f=0.2", "cascade f=0.5", "two phases f=0.5"} <= set(rows)
+    assert all(row["median_per_s"] > 0 for row in rows.values())
+    for f in (0.2, 0.5):
+        assert rows[f"two phases f={f:g}"]["deferred"] == pytest.approx(f, abs=0.01)
+        assert rows[f"cascade f={f:g}"]["deferred"] == pytest.approx(f, abs=0.02)
+
+
+def test_bench_vs_peers_times_every_system_on_the_tiny_cascade(tiny_cascade, tmp_path):
+    """optimum-intel's pipeline, tier 2 alone at three batch sizes and the cascade (streamed and in calls) each
+    get a rate and the accuracy over their whole stream; the ratios are taken in the run."""
+    import bench_vs_peers
+
+    data = write_task(tmp_path / "data", n_dev=40)
+    out = tmp_path / "peers.json"
+    bench_vs_peers.main(["--models", str(tiny_cascade), "--data", str(data / "dev.tsv"), "--skip-torch", "--rounds", "2", "--min-seconds", "0.05", "--json", str(out)])
+
+    result = json.loads(out.read_text())
+    rows = {row["system"]: row for row in result["rows"]}
+    assert len(rows) == 7  # (b) x2, (c) at 8 / 16 / 32 (default 16), (d) streamed and in calls
+    assert all(len(row["rates_per_s"]) == 2 and row["stream_sentences"] % 40 == 0 for row in rows.values())
+    alone = [row for name, row in rows.items() if name.startswith("(c)")]
+    assert len({row["accuracy"] for row in alone}) == 1  # tier 2 answers the same whatever the batch size
+    assert len(result["cascade_over_best_tier2_alone_by_round"]) == 2
