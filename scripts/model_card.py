@@ -119,7 +119,7 @@ def main(argv=None):
         "## Files",
         "",
         f"- `tier1/`, `tier2/`: `openvino_model.xml/.bin` (INT8), `tokenizer.json` and `openvino_tokenizer.xml/.bin` (the same tokenizer as an OpenVINO model; at run time the C++ core tokenizes plain-ASCII texts and this model the rest), `config.json` (labels), `quantize.json` (before/after accuracy and what was kept).",
-        "- `cascade.json`: threshold, temperature, task, metric, max length.",
+        "- `cascade.json`: threshold, temperature, the deferral rate calibration measured (autotune times the cascade at it), task, metric, max length.",
         "- `sample.txt`: 512 training sentences that `tango-edge autotune` times the tiers on.",
         f"- Size: tier1 {folder_mb(models / 'tier1'):.1f} MB, tier2 {folder_mb(models / 'tier2'):.1f} MB.",
         "",
