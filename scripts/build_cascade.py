@@ -37,7 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--label-names", default="negative,positive")
     p.add_argument("--work", required=True, help="folder for intermediate results and stage markers")
     p.add_argument("--output", required=True, help="the cascade folder to write")
-    p.add_argument("--archs", default="cnn,cnn2,cnn3,bow,bilstm", help="first-tier candidates to distil and compare")
+    p.add_argument("--archs", default="cnn,cnn2,cnn3,cnn4,bow,bilstm", help="first-tier candidates to distil and compare")
     p.add_argument("--tier1", default="auto", help="first tier to ship: auto (best cascade speedup at 99%%) or an arch name")
     p.add_argument("--tier2-epochs", default="3")
     p.add_argument("--self-distill", default="0", help="extra-corpus batches per labelled batch in a second tier-2 run (0: no second run)")

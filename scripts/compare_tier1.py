@@ -7,7 +7,7 @@ lowest deferral rate whose cascade accuracy reaches --target x tier 2's, and tim
 The best speedup at the target is the default first tier.
 
 Example:
-    python scripts/compare_tier1.py --work build/sst2 --archs cnn,cnn2,cnn3,bow,bilstm --dev ../shared/data/sst2/dev.tsv
+    python scripts/compare_tier1.py --work build/sst2 --archs cnn,cnn2,cnn3,cnn4,bow,bilstm --dev ../shared/data/sst2/dev.tsv
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("--tier2", default="tier2", help="prefix of the second tier's folders in --work (<prefix>_int8)")
-    p.add_argument("--archs", default="cnn,cnn2,cnn3,bow,bilstm")
+    p.add_argument("--archs", default="cnn,cnn2,cnn3,cnn4,bow,bilstm")
     p.add_argument("--dev", required=True)
     p.add_argument("--target", type=float, default=0.99)
     p.add_argument("--tier1-batch-size", type=int, default=64)
