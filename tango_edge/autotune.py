@@ -370,7 +370,8 @@ def tune_cascade_streams(directory: Path, settings: dict, sample: Sequence, stre
 
     Timed alone, tier 2 runs as fast on one stream (each request on every core) as on one per core; inside
     the cascade, tier 1's requests take cores from it mid-inference and a one-stream tier 2 waits for its
-    slowest thread (a one-off side-by-side run on SST-2 dev measured 2777/s against 3318/s with two streams).
+    slowest thread (this stage on the shipped SST-2 cascade: 2486/s on one stream, 2824/s on two;
+    docs/sst2/autotune.txt).
     The tier's own choice stays unless another is more than the tolerance faster.
     """
     from .cascade import Cascade
