@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tango_edge import Cascade  # noqa: E402
 from tango_edge.data import read_tsv  # noqa: E402
-from tango_edge.calibrate import confidence_ranking, threshold_for_rate  # noqa: E402
+from tango_edge.calibrate import confidence_ranking, threshold_for_cut  # noqa: E402
 
 
 def load_texts(path: str | None, models: Path, n: int) -> list:
@@ -53,7 +53,7 @@ def thresholds_for(cascade: Cascade, texts: list, deferrals: list[float]) -> tup
     thresholds, length_ratio, deferred = {}, {}, {}
     for f in deferrals:
         cut = int(round(f * len(order)))
-        thresholds[f] = threshold_for_rate(ordered, f)
+        thresholds[f] = threshold_for_cut(ordered, cut)
         length_ratio[f] = float(lengths[order[:cut]].mean() / lengths.mean()) if cut else 1.0
         deferred[f] = [texts[i] for i in sorted(order[:cut])]
     return thresholds, length_ratio, deferred

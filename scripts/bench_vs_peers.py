@@ -11,8 +11,8 @@ Systems are interleaved in rounds (shuffled order) and summarised by medians wit
 speed swings 2-10x within minutes, so only figures from one run are compared. In each round a system gets the
 sentences repeated into one input stream of at least --min-seconds at its warm-up speed (one pass of the cascade
 over SST-2 dev takes well under a second, too short to time against the VM's hiccups), as `tango-edge run`
-reads a file. The cascade is also timed on separate calls of one pass each, what a caller pays per call when
-each call is short: tier 2 cannot start before enough inputs are deferred and finishes each call alone.
+reads a file. The cascade is also timed on separate calls of one pass each, to show what short calls cost it
+(in each, tier 2 waits for enough deferred inputs and finishes the call's last batch alone).
 
 Example:
     python scripts/bench_vs_peers.py --models models/sst2 --torch-model build/sst2/tier2_torch/best \\

@@ -101,8 +101,8 @@ def native_wordpiece(spec: dict):
     lowercasing, BertPreTokenizer, WordPiece, [CLS] text [SEP]), else None.
 
     It tokenizes plain-ASCII texts with the same ids, and refuses the rest, which the full tokenizer then takes.
-    With it, tier 1 alone ran at 16,330/s against 13,085/s on the OpenVINO tokenizer in one run of
-    scripts/bench_engine.py on SST-2 dev here.
+    With it, tier 1 alone ran at 13,217/s against 10,238/s on the OpenVINO tokenizer in one run of
+    scripts/bench_engine.py on SST-2 dev here (docs/sst2/bench_engine.txt).
     """
     from ._core import WordPiece
 
