@@ -19,6 +19,7 @@ import json
 from pathlib import Path
 
 import _common
+import sequence_classifier
 from _common import log
 from train_tier2 import encode, evaluate
 
@@ -47,7 +48,9 @@ def main(argv=None):
     def accuracy(model) -> float:
         return evaluate(torch, model, dev_ids, dev.labels, tokenizer.pad_token_id)
 
-    models = [transformers.AutoModelForSequenceClassification.from_pretrained(m) for m in args.models]
+    models = [sequence_classifier.load(m) for m in args.models]
+    if len({sequence_classifier.pooling_of(m) for m in models}) > 1:
+        raise SystemExit("error: the runs pool differently (--pooling); only runs of one recipe can be averaged")
     scores = [accuracy(m) for m in models]
     for path, score in zip(args.models, scores):
         log.info("ingredient %s: dev accuracy %.4f", path, score)

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 import _common
+import sequence_classifier
 
 from tango_edge import Cascade
 from tango_edge.data import read_tsv
@@ -86,7 +87,7 @@ def main(argv=None):
     if not args.skip_torch:
         if not Path(args.torch_model).exists():
             sys.exit(f"error: {args.torch_model} not found: build it with scripts/build_cascade.py (stage tier2-train) or pass --skip-torch")
-        pt_model = transformers.AutoModelForSequenceClassification.from_pretrained(args.torch_model, torch_dtype=torch.float32).eval()
+        pt_model = sequence_classifier.load(args.torch_model, dtype=torch.float32).eval()
         pt_pipe = transformers.pipeline("text-classification", model=pt_model, tokenizer=transformers.AutoTokenizer.from_pretrained(args.torch_model), device="cpu")
         systems["(a) PyTorch fp32 pipeline, batch 1"] = pipeline_runner(pt_pipe, 1, label2id)
         systems[f"(a) PyTorch fp32 pipeline, batch {peer_batch}"] = pipeline_runner(pt_pipe, peer_batch, label2id)

@@ -18,6 +18,7 @@ import shutil
 from pathlib import Path
 
 import _common
+import sequence_classifier
 from _common import log
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt")
@@ -26,11 +27,13 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 def export_transformer(model_dir: str | Path, output: str | Path) -> Path:
     """Export a transformers sequence classifier (local folder or hub id) to FP32 OpenVINO IR."""
     _common.require("torch")
-    intel = _common.require("optimum.intel")
+    export_from_model = _common.require("optimum.exporters.openvino").export_from_model
     transformers = _common.require("transformers")
     output = Path(output)
-    model = intel.OVModelForSequenceClassification.from_pretrained(str(model_dir), export=True, compile=False)
-    model.save_pretrained(output)
+    # From the torch model rather than the folder, so a mean-pooling head (sequence_classifier.py) is traced too.
+    model = sequence_classifier.load(str(model_dir)).eval()
+    export_from_model(model, output, task="text-classification")
+    model.config.save_pretrained(output)
     transformers.AutoTokenizer.from_pretrained(str(model_dir)).save_pretrained(output)
     export_tokenizer(output)
     _keep_runtime_files(output)

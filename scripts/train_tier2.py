@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import _common
+import sequence_classifier
 from _common import log
 
 from tango_edge.data import read_tsv
@@ -47,6 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training rows")
     p.add_argument("--train-embeddings", action="store_true", help="also train the word embeddings (slower)")
+    p.add_argument("--pooling", choices=sequence_classifier.POOLINGS, default="cls", help="what the head reads: the [CLS] token or the mean of the token vectors (see sequence_classifier.py)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average evaluated and saved (0: raw weights)")
     p.add_argument("--eval-every", type=int, default=300, help="steps between dev evaluations")
     p.add_argument("--seed", type=int, default=13, help="seeds the classifier head's initialisation and dropout")
@@ -99,9 +101,7 @@ def main(argv=None):
     log.info("base %s, %d train / %d dev rows, labels %s", base, len(train.texts), len(dev.texts), names)
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
-    model = transformers.AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=num_labels, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}
-    )
+    model = sequence_classifier.create(base, args.pooling, num_labels=num_labels, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     if not args.train_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     train_ids = encode(tokenizer, train.texts, args.max_length)
@@ -191,7 +191,7 @@ def main(argv=None):
                 state["averaged"] = averaged.state_dict()
             torch.save(state, state_path)
             started, window_loss = time.perf_counter(), 0.0
-    recipe = {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
+    recipe = {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
     (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
     state_path.unlink(missing_ok=True)  # finished: the best model is in best/
     log.info("done: best dev accuracy %.4f, model in %s", best, best_dir)

@@ -116,6 +116,41 @@ def test_train_tier2_self_distillation_mixes_in_extra_batches(tmp_path):
 
 
 
+def test_mean_pooling_run_exports_and_reloads_with_its_head(tmp_path):
+    """A --pooling mean run is saved, reloaded and exported with the head on the token mean: the IR answers as
+    the torch model, and differently from the same weights read through [CLS]."""
+    import numpy as np
+    import openvino as ov
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    import export
+    import sequence_classifier
+    import train_tier2
+
+    base = tiny_models.make_bert(tmp_path / "base", seed=3)
+    data = write_task(tmp_path / "data", n_train=32)
+    out = tmp_path / "tier2"
+    train_tier2.main(["--train", str(data / "train.tsv"), "--dev", str(data / "dev.tsv"), "--base", str(base), "--output", str(out), "--epochs", "1", "--batch-size", "8", "--eval-every", "2", "--pooling", "mean"])
+    assert json.loads((out / "result.json").read_text())["recipe"]["pooling"] == "mean"
+    export.export_transformer(out / "best", tmp_path / "ir")
+
+    model = sequence_classifier.load(str(out / "best")).eval()
+    assert sequence_classifier.pooling_of(model) == "mean"
+    ids = torch.randint(5, 100, (3, 10))
+    mask = torch.ones_like(ids)
+    mask[1:, 6:] = 0
+    ids = ids * mask
+    with torch.no_grad():
+        expected = model(input_ids=ids, attention_mask=mask).logits.numpy()
+        cls_read = AutoModelForSequenceClassification.from_pretrained(out / "best").eval()(input_ids=ids, attention_mask=mask).logits.numpy()
+    compiled = ov.Core().compile_model(str(tmp_path / "ir" / "openvino_model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": np.zeros_like(ids.numpy())}
+    got = compiled({i.get_any_name(): feed[i.get_any_name()] for i in compiled.inputs})[0]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert not np.allclose(cls_read, expected, atol=1e-3)
+
+
 @pytest.mark.parametrize("flip_labels", [False, True])
 def test_average_tier2_keeps_only_ingredients_that_do_not_hurt(tmp_path, flip_labels):
     """Same start, zeroed heads: one run always answers the first label (zero bias), the other always the second
