@@ -40,6 +40,8 @@ def parse_args(argv=None):
     p.add_argument("--archs", default="cnn,cnn2,cnn3,cnn4,bow,bilstm", help="first-tier candidates to distil and compare")
     p.add_argument("--tier1", default="auto", help="first tier to ship: auto (best cascade speedup at 99%%) or an arch name")
     p.add_argument("--tier2-epochs", default="3")
+    p.add_argument("--tier2-seed", default="13", help="seeds tier 2's head and batch order (train_tier2.py --seed)")
+    p.add_argument("--tier2-pooling", default="cls", choices=("cls", "mean"), help="what tier 2's head reads (train_tier2.py --pooling)")
     p.add_argument("--self-distill", default="0", help="extra-corpus batches per labelled batch in a second tier-2 run (0: no second run)")
     p.add_argument("--self-distill-epochs", default="2", help="labelled epochs of the second tier-2 run")
     p.add_argument("--per-sentence", default="2", help="augmented sentences tried per short training row")
@@ -88,7 +90,7 @@ def main(argv=None):
     def tier2_commands(prefix: str, *train_flags: str) -> list[list[str]]:
         """Fine-tune, export and quantize a second tier into <work>/<prefix>_torch, _fp32, _int8."""
         return [
-            py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, *train_flags, "--output", str(work / f"{prefix}_torch"), *base, *limit],
+            py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--pooling", args.tier2_pooling, "--seed", args.tier2_seed, *train_flags, "--output", str(work / f"{prefix}_torch"), *base, *limit],
             py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(work / f"{prefix}_torch" / "best"), "--output", str(work / f"{prefix}_fp32")],
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
         ]

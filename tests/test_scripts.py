@@ -43,7 +43,7 @@ def test_build_cascade_end_to_end(tmp_path):
     base = tiny_models.make_bert(tmp_path / "base", seed=3)
     data = write_task(tmp_path / "data")
     work, output = tmp_path / "work", tmp_path / "cascade"
-    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--base", str(base), "--archs", "cnn,bow", "--tier2-epochs", "2", "--student-epochs", "2", "--per-sentence", "2", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9", "--self-distill", "0.5"]
+    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--base", str(base), "--archs", "cnn,bow", "--tier2-epochs", "2", "--student-epochs", "2", "--per-sentence", "2", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9", "--self-distill", "0.5", "--tier2-pooling", "mean", "--tier2-seed", "5"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:] + (work / "build.log").read_text()[-3000:]
 
@@ -55,6 +55,8 @@ def test_build_cascade_end_to_end(tmp_path):
     card = (output / "README.md").read_text()
     assert "build_cascade.py" in card and "First-tier candidates" in card
     assert "Self-distilled" in card and "--self-distill 0.5" in card
+    # The card's rebuild command keeps the tier-2 recipe.
+    assert "--tier2-seed 5 --tier2-pooling mean" in card and "mean of the token vectors" in card
     shipped = (output / "tier2" / "openvino_model.bin").read_bytes()
     assert shipped == (work / "tier2sd_int8" / "openvino_model.bin").read_bytes() != (work / "tier2_int8" / "openvino_model.bin").read_bytes()
     config = json.loads((output / "cascade.json").read_text())
