@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 
 import _common
+import sequence_classifier
+import train_tier2
 from _common import log
 
 SCRIPTS = Path(__file__).resolve().parent
@@ -40,8 +42,8 @@ def parse_args(argv=None):
     p.add_argument("--archs", default="cnn,cnn2,cnn3,cnn4,bow,bilstm", help="first-tier candidates to distil and compare")
     p.add_argument("--tier1", default="auto", help="first tier to ship: auto (best cascade speedup at 99%%) or an arch name")
     p.add_argument("--tier2-epochs", default="3")
-    p.add_argument("--tier2-seed", default="13", help="seeds tier 2's head and batch order (train_tier2.py --seed)")
-    p.add_argument("--tier2-pooling", default="cls", choices=("cls", "mean"), help="what tier 2's head reads (train_tier2.py --pooling)")
+    p.add_argument("--tier2-seed", default=str(train_tier2.DEFAULT_SEED), help="seeds tier 2's head and batch order (train_tier2.py --seed)")
+    p.add_argument("--tier2-pooling", default="cls", choices=sequence_classifier.POOLINGS, help="what tier 2's head reads (train_tier2.py --pooling)")
     p.add_argument("--self-distill", default="0", help="extra-corpus batches per labelled batch in a second tier-2 run (0: no second run)")
     p.add_argument("--self-distill-epochs", default="2", help="labelled epochs of the second tier-2 run")
     p.add_argument("--per-sentence", default="2", help="augmented sentences tried per short training row")

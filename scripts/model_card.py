@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from train_tier2 import DEFAULT_SEED
+
 STUDENT_NAMES = {
     "cnn": "1-D CNN (Kim 2014 style: 256 filters over 5-token windows, max-pool)",
     "cnn2": "2-layer 1-D CNN (128 then 256 filters over 3-token windows, max-pool)",
@@ -146,7 +148,7 @@ def pooling_text(recipe: dict) -> str:
 
 def tier2_flags(recipe: dict) -> str:
     """build_cascade.py flags that reproduce this second tier's recipe (the defaults need none)."""
-    flags = f" --tier2-seed {recipe['seed']}" if recipe.get("seed", 13) != 13 else ""
+    flags = f" --tier2-seed {recipe['seed']}" if recipe.get("seed", DEFAULT_SEED) != DEFAULT_SEED else ""
     if recipe.get("pooling", "cls") != "cls":
         flags += f" --tier2-pooling {recipe['pooling']}"
     if recipe.get("extra_sentences"):

@@ -31,6 +31,8 @@ from _common import log
 
 from tango_edge.data import read_tsv
 
+DEFAULT_SEED = 13  # build_cascade.py and model_card.py pass or name a seed only when it differs
+
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -51,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument("--pooling", choices=sequence_classifier.POOLINGS, default="cls", help="what the head reads: the [CLS] token or the mean of the token vectors (see sequence_classifier.py)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average evaluated and saved (0: raw weights)")
     p.add_argument("--eval-every", type=int, default=300, help="steps between dev evaluations")
-    p.add_argument("--seed", type=int, default=13, help="seeds the classifier head's initialisation and dropout")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seeds the classifier head's initialisation and dropout")
     p.add_argument("--data-seed", type=int, default=None, help="seeds the batch order (default: --seed); runs that differ only here can be averaged")
     p.add_argument("--extra-texts", default=None, help="unlabelled sentences, one per line, for self-distillation")
     p.add_argument("--extra-logits", default=None, help="teacher logits for --extra-texts (.npy)")
