@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--tier1", default="auto", help="first tier to ship: auto (best cascade speedup at 99%%) or an arch name")
     p.add_argument("--tier2-epochs", default="3")
     p.add_argument("--tier2-seed", default=str(train_tier2.DEFAULT_SEED), help="seeds tier 2's head and batch order (train_tier2.py --seed)")
+    p.add_argument("--tier2-lr", default=f"{train_tier2.DEFAULT_LR:g}", help="tier 2's learning rate (train_tier2.py --lr)")
+    p.add_argument("--tier2-layer-decay", default="1", help="tier 2's learning-rate factor per layer down from the head (train_tier2.py --layer-decay)")
     p.add_argument("--tier2-pooling", default="cls", choices=sequence_classifier.POOLINGS, help="what tier 2's head reads (train_tier2.py --pooling)")
     p.add_argument("--self-distill", default="0", help="extra-corpus batches per labelled batch in a second tier-2 run (0: no second run)")
     p.add_argument("--self-distill-epochs", default="2", help="labelled epochs of the second tier-2 run")
@@ -92,7 +94,7 @@ def main(argv=None):
     def tier2_commands(prefix: str, *train_flags: str) -> list[list[str]]:
         """Fine-tune, export and quantize a second tier into <work>/<prefix>_torch, _fp32, _int8."""
         return [
-            py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--pooling", args.tier2_pooling, "--seed", args.tier2_seed, *train_flags, "--output", str(work / f"{prefix}_torch"), *base, *limit],
+            py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--pooling", args.tier2_pooling, "--seed", args.tier2_seed, "--lr", args.tier2_lr, "--layer-decay", args.tier2_layer_decay, *train_flags, "--output", str(work / f"{prefix}_torch"), *base, *limit],
             py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(work / f"{prefix}_torch" / "best"), "--output", str(work / f"{prefix}_fp32")],
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
         ]

@@ -6,6 +6,10 @@ Efficient on a few CPU cores: length-bucketed batches with dynamic padding, froz
 weights (dev accuracy of the raw weights swings by points between evaluations; the average does not),
 periodic dev evaluation that keeps the best checkpoint, and a resumable training state.
 
+Layer-wise learning-rate decay (--layer-decay d, Clark et al. 2020): the head trains at --lr, the top
+transformer layer at lr * d, each layer below at d times the one above, the embeddings lowest. The lower
+layers, whose general features a small labelled set should reshape least, move least.
+
 Self-distillation (--extra-texts, --extra-logits): batches of unlabelled sentences (the augmented corpus of
 build_cascade.py, labelled by an exported second tier) are mixed in among the labelled ones, and the model fits
 the teacher's probabilities on them (soft cross-entropy). SST-2's training rows are mostly short phrases while
@@ -22,6 +26,7 @@ import argparse
 import json
 import math
 import random
+import re
 import time
 from pathlib import Path
 
@@ -31,7 +36,8 @@ from _common import log
 
 from tango_edge.data import read_tsv
 
-DEFAULT_SEED = 13  # build_cascade.py and model_card.py pass or name a seed only when it differs
+DEFAULT_SEED = 13  # build_cascade.py and model_card.py pass or name these only when they differ
+DEFAULT_LR = 5e-5
 
 
 def parse_args(argv=None):
@@ -45,7 +51,8 @@ def parse_args(argv=None):
     p.add_argument("--output", required=True)
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=DEFAULT_LR, help="the head's learning rate (and every layer's without --layer-decay)")
+    p.add_argument("--layer-decay", type=float, default=1.0, help="learning-rate factor per layer down from the head (1: one rate for all)")
     p.add_argument("--warmup", type=float, default=0.06, help="fraction of steps")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training rows")
@@ -83,6 +90,27 @@ def evaluate(torch, model, dev_ids, dev_labels, pad_id, batch_size=128):
             correct += sum(int(p) == dev_labels[i] for p, i in zip(pred.tolist(), idx))
     model.train()
     return correct / len(order)
+
+
+def layer_depth(name: str, num_layers: int) -> int:
+    """0 for the embeddings, i + 1 for transformer layer i, num_layers + 1 for the pooler and the head."""
+    match = re.search(r"\.layer\.(\d+)\.", name)
+    if match:
+        return int(match.group(1)) + 1
+    return 0 if ".embeddings." in f".{name}" else num_layers + 1
+
+
+def parameter_groups(model, lr: float, layer_decay: float) -> list[dict]:
+    """AdamW groups: weight decay 0.01 on matrices only, lr scaled by layer_decay ** (layers above)."""
+    num_layers = model.config.num_hidden_layers
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        depth, is_matrix = layer_depth(name, num_layers), param.ndim > 1
+        group = groups.setdefault((depth, is_matrix), {"params": [], "weight_decay": 0.01 if is_matrix else 0.0, "lr": lr * layer_decay ** (num_layers + 1 - depth)})
+        group["params"].append(param)
+    return [groups[key] for key in sorted(groups)]
 
 
 def main(argv=None):
@@ -136,9 +164,7 @@ def main(argv=None):
         rng.shuffle(schedule)
     total_steps = len(schedule)
     params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.ndim > 1]
-    no_decay = [p for p in params if p.ndim <= 1]
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr)
+    optimizer = torch.optim.AdamW(parameter_groups(model, args.lr, args.layer_decay), lr=args.lr)
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
 
     # The weights evaluated and saved: an exponential moving average of the trained ones, or those themselves.
@@ -193,7 +219,7 @@ def main(argv=None):
                 state["averaged"] = averaged.state_dict()
             torch.save(state, state_path)
             started, window_loss = time.perf_counter(), 0.0
-    recipe = {"lr": args.lr, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "seed": args.seed, "data_seed": args.data_seed, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
+    recipe = {"lr": args.lr, "layer_decay": args.layer_decay, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "seed": args.seed, "data_seed": args.data_seed, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
     (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
     state_path.unlink(missing_ok=True)  # finished: the best model is in best/
     log.info("done: best dev accuracy %.4f, model in %s", best, best_dir)

@@ -43,7 +43,7 @@ def test_build_cascade_end_to_end(tmp_path):
     base = tiny_models.make_bert(tmp_path / "base", seed=3)
     data = write_task(tmp_path / "data")
     work, output = tmp_path / "work", tmp_path / "cascade"
-    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--base", str(base), "--archs", "cnn,bow", "--tier2-epochs", "2", "--student-epochs", "2", "--per-sentence", "2", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9", "--self-distill", "0.5", "--tier2-pooling", "mean", "--tier2-seed", "5"]
+    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--base", str(base), "--archs", "cnn,bow", "--tier2-epochs", "2", "--student-epochs", "2", "--per-sentence", "2", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9", "--self-distill", "0.5", "--tier2-pooling", "mean", "--tier2-seed", "5", "--tier2-lr", "1e-4", "--tier2-layer-decay", "0.8"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:] + (work / "build.log").read_text()[-3000:]
 
@@ -56,7 +56,8 @@ def test_build_cascade_end_to_end(tmp_path):
     assert "build_cascade.py" in card and "First-tier candidates" in card
     assert "Self-distilled" in card and "--self-distill 0.5" in card
     # The card's rebuild command keeps the tier-2 recipe.
-    assert "--tier2-seed 5 --tier2-pooling mean" in card and "mean of the token vectors" in card
+    assert "--tier2-seed 5 --tier2-lr 0.0001 --tier2-layer-decay 0.8 --tier2-pooling mean" in card
+    assert "mean of the token vectors" in card and "times 0.8 per layer down" in card
     shipped = (output / "tier2" / "openvino_model.bin").read_bytes()
     assert shipped == (work / "tier2sd_int8" / "openvino_model.bin").read_bytes() != (work / "tier2_int8" / "openvino_model.bin").read_bytes()
     config = json.loads((output / "cascade.json").read_text())
@@ -189,6 +190,30 @@ def test_average_tier2_keeps_only_ingredients_that_do_not_hurt(tmp_path, flip_la
     biases = [AutoModelForSequenceClassification.from_pretrained(p).classifier.bias for p in result["kept"]]
     soup = AutoModelForSequenceClassification.from_pretrained(tmp_path / "soup")
     assert torch.allclose(soup.classifier.bias, torch.stack(biases).mean(0))
+
+
+def test_layer_decay_scales_each_layers_learning_rate(tmp_path):
+    """--layer-decay d: the head at lr, transformer layer i at lr * d ** (layers - i), the embeddings one step
+    lower still; weight decay only on matrices; frozen word embeddings in no group."""
+    import train_tier2
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_models.make_bert(tmp_path / "base", seed=3), num_labels=2)
+    model.get_input_embeddings().weight.requires_grad_(False)
+    layers = model.config.num_hidden_layers
+    groups = train_tier2.parameter_groups(model, 1e-3, 0.5)
+    lr_of = {id(param): group["lr"] for group in groups for param in group["params"]}
+    named = dict(model.named_parameters())
+    assert lr_of[id(named["classifier.weight"])] == pytest.approx(1e-3)
+    for i in range(layers):
+        assert lr_of[id(named[f"bert.encoder.layer.{i}.attention.self.query.weight"])] == pytest.approx(1e-3 * 0.5 ** (layers - i))
+    assert lr_of[id(named["bert.embeddings.position_embeddings.weight"])] == pytest.approx(1e-3 * 0.5 ** (layers + 1))
+    assert id(named["bert.embeddings.word_embeddings.weight"]) not in lr_of
+    assert len(lr_of) == sum(p.requires_grad for p in model.parameters())
+    for group in groups:
+        assert group["weight_decay"] == (0.01 if group["params"][0].ndim > 1 else 0.0)
+    # Without decay every group trains at lr, as before layer-wise decay existed.
+    assert {group["lr"] for group in train_tier2.parameter_groups(model, 1e-3, 1.0)} == {1e-3}
 
 
 def test_weight_average_decay_shrinks_for_short_runs():
