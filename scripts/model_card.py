@@ -11,7 +11,9 @@ import argparse
 import json
 from pathlib import Path
 
-from train_tier2 import DEFAULT_LR, DEFAULT_SEED
+from train_tier2 import DEFAULTS as TIER2_DEFAULTS
+
+TIER2_FLAGS = {"seed": "--tier2-seed", "lr": "--tier2-lr", "layer_decay": "--tier2-layer-decay", "pooling": "--tier2-pooling"}
 
 STUDENT_NAMES = {
     "cnn": "1-D CNN (Kim 2014 style: 256 filters over 5-token windows, max-pool)",
@@ -141,8 +143,8 @@ def self_distill_text(recipe: dict, first: dict | None) -> str:
 
 
 def layer_decay_text(recipe: dict) -> str:
-    decay = recipe.get("layer_decay", 1.0)
-    if decay == 1.0:
+    decay = recipe.get("layer_decay", TIER2_DEFAULTS["layer_decay"])
+    if decay == TIER2_DEFAULTS["layer_decay"]:
         return ""
     return f" for the head, times {decay:g} per layer down (layer-wise decay; embeddings lowest)"
 
@@ -155,13 +157,11 @@ def pooling_text(recipe: dict) -> str:
 
 def tier2_flags(recipe: dict) -> str:
     """build_cascade.py flags that reproduce this second tier's recipe (the defaults need none)."""
-    flags = f" --tier2-seed {recipe['seed']}" if recipe.get("seed", DEFAULT_SEED) != DEFAULT_SEED else ""
-    if recipe.get("lr", DEFAULT_LR) != DEFAULT_LR:
-        flags += f" --tier2-lr {recipe['lr']:g}"
-    if recipe.get("layer_decay", 1.0) != 1.0:
-        flags += f" --tier2-layer-decay {recipe['layer_decay']:g}"
-    if recipe.get("pooling", "cls") != "cls":
-        flags += f" --tier2-pooling {recipe['pooling']}"
+    flags = "".join(
+        f" {flag} {recipe[key] if isinstance(recipe[key], str) else format(recipe[key], 'g')}"
+        for key, flag in TIER2_FLAGS.items()
+        if recipe.get(key, TIER2_DEFAULTS[key]) != TIER2_DEFAULTS[key]
+    )
     if recipe.get("extra_sentences"):
         flags += f" --self-distill {recipe['extra_ratio']:g} --self-distill-epochs {recipe['epochs']:g}"
     return flags

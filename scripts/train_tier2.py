@@ -37,8 +37,8 @@ from _common import log
 
 from tango_edge.data import read_tsv
 
-DEFAULT_SEED = 13  # build_cascade.py and model_card.py pass or name these only when they differ
-DEFAULT_LR = 5e-5
+# The recipe keys build_cascade.py passes through; model_card.py names one in the rebuild command only when it differs.
+DEFAULTS = {"seed": 13, "lr": 5e-5, "layer_decay": 1.0, "pooling": "cls"}
 
 
 def parse_args(argv=None):
@@ -52,16 +52,16 @@ def parse_args(argv=None):
     p.add_argument("--output", required=True)
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=DEFAULT_LR, help="the head's learning rate (and every layer's without --layer-decay)")
-    p.add_argument("--layer-decay", type=float, default=1.0, help="learning-rate factor per layer down from the head (1: one rate for all)")
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="the head's learning rate (and every layer's without --layer-decay)")
+    p.add_argument("--layer-decay", type=float, default=DEFAULTS["layer_decay"], help="learning-rate factor per layer down from the head (1: one rate for all)")
     p.add_argument("--warmup", type=float, default=0.06, help="fraction of steps")
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training rows")
     p.add_argument("--train-embeddings", action="store_true", help="also train the word embeddings (slower)")
-    p.add_argument("--pooling", choices=sequence_classifier.POOLINGS, default="cls", help="what the head reads: the [CLS] token or the mean of the token vectors (see sequence_classifier.py)")
+    p.add_argument("--pooling", choices=sequence_classifier.POOLINGS, default=DEFAULTS["pooling"], help="what the head reads: the [CLS] token or the mean of the token vectors (see sequence_classifier.py)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average evaluated and saved (0: raw weights)")
     p.add_argument("--eval-every", type=int, default=300, help="steps between dev evaluations")
-    p.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seeds the classifier head's initialisation and dropout")
+    p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seeds the classifier head's initialisation and dropout")
     p.add_argument("--data-seed", type=int, default=None, help="seeds the batch order (default: --seed); runs that differ only here can be averaged")
     p.add_argument("--extra-texts", default=None, help="unlabelled sentences, one per line, for self-distillation")
     p.add_argument("--extra-logits", default=None, help="teacher logits for --extra-texts (.npy)")
