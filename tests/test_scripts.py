@@ -43,7 +43,7 @@ def test_build_cascade_end_to_end(tmp_path):
     base = tiny_models.make_bert(tmp_path / "base", seed=3)
     data = write_task(tmp_path / "data")
     work, output = tmp_path / "work", tmp_path / "cascade"
-    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--base", str(base), "--archs", "cnn,bow", "--tier2-epochs", "2", "--student-epochs", "2", "--per-sentence", "2", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9", "--self-distill", "0.5", "--tier2-pooling", "mean", "--tier2-seed", "5", "--tier2-lr", "1e-4", "--tier2-layer-decay", "0.8"]
+    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--base", str(base), "--archs", "cnn,bow", "--tier2-epochs", "2", "--student-epochs", "2", "--per-sentence", "2", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9", "--self-distill", "0.5", "--tier2-pooling", "mean", "--tier2-seed", "5", "--tier2-lr", "1e-4", "--tier2-layer-decay", "0.8", "--tier2-rdrop", "0.5"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:] + (work / "build.log").read_text()[-3000:]
 
@@ -56,8 +56,8 @@ def test_build_cascade_end_to_end(tmp_path):
     assert "build_cascade.py" in card and "First-tier candidates" in card
     assert "Self-distilled" in card and "--self-distill 0.5" in card
     # The card's rebuild command keeps the tier-2 recipe.
-    assert "--tier2-seed 5 --tier2-lr 0.0001 --tier2-layer-decay 0.8 --tier2-pooling mean" in card
-    assert "mean of the token vectors" in card and "times 0.8 per layer down" in card
+    assert "--tier2-seed 5 --tier2-lr 0.0001 --tier2-layer-decay 0.8 --tier2-pooling mean --tier2-rdrop 0.5" in card
+    assert "mean of the token vectors" in card and "times 0.8 per layer down" in card and "R-Drop" in card
     shipped = (output / "tier2" / "openvino_model.bin").read_bytes()
     assert shipped == (work / "tier2sd_int8" / "openvino_model.bin").read_bytes() != (work / "tier2_int8" / "openvino_model.bin").read_bytes()
     config = json.loads((output / "cascade.json").read_text())
@@ -214,6 +214,28 @@ def test_layer_decay_scales_each_layers_learning_rate(tmp_path):
         assert group["weight_decay"] == (0.01 if group["params"][0].ndim > 1 else 0.0)
     # Without decay every group trains at lr, as before layer-wise decay existed.
     assert {group["lr"] for group in train_tier2.parameter_groups(model, 1e-3, 1.0)} == {1e-3}
+
+
+def test_rdrop_loss_is_cross_entropy_plus_weighted_symmetric_kl():
+    """R-Drop: two passes that agree add nothing to the cross-entropy; passes that disagree add alpha times
+    the mean of KL(p||q) and KL(q||p)."""
+    import torch
+
+    import train_tier2
+
+    labels = torch.tensor([0, 1, 1])
+    first = torch.tensor([[2.0, -1.0], [0.5, 0.5], [-1.0, 3.0]])
+    ce = torch.nn.functional.cross_entropy(first, labels)
+    same = train_tier2.rdrop_loss(torch, torch.cat([first, first]), labels, alpha=4.0)
+    assert same.item() == pytest.approx(ce.item(), rel=1e-6)
+
+    second = torch.tensor([[0.0, 1.0], [1.0, -1.0], [-2.0, 2.0]])
+    p, q = torch.softmax(first, -1), torch.softmax(second, -1)
+    kl_pq = (p * (p / q).log()).sum(-1).mean()
+    kl_qp = (q * (q / p).log()).sum(-1).mean()
+    ce_both = torch.nn.functional.cross_entropy(torch.cat([first, second]), labels.repeat(2))
+    mixed = train_tier2.rdrop_loss(torch, torch.cat([first, second]), labels, alpha=0.5)
+    assert mixed.item() == pytest.approx((ce_both + 0.5 * (kl_pq + kl_qp) / 2).item(), rel=1e-5)
 
 
 def test_weight_average_decay_shrinks_for_short_runs():
