@@ -26,6 +26,10 @@ void register_deferral_queue(py::module_& m) {
         .def("close", &DeferralQueue::close, py::call_guard<py::gil_scoped_release>())
         .def("__len__", &DeferralQueue::size)
         .def_property_readonly("closed", &DeferralQueue::closed)
+        .def_property_readonly("waiting_consumers", &DeferralQueue::waiting_consumers,
+                               "Threads blocked in pop_batch now.")
+        .def_property_readonly("waiting_producers", &DeferralQueue::waiting_producers,
+                               "Threads blocked in push by a full queue now.")
         .def_property_readonly("capacity", [](const DeferralQueue& q) { return q.options().capacity; })
         .def_property_readonly("max_batch", [](const DeferralQueue& q) { return q.options().max_batch; })
         .def_property_readonly("max_wait_us", [](const DeferralQueue& q) { return q.options().max_wait_us; })

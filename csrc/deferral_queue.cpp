@@ -26,7 +26,11 @@ bool DeferralQueue::push_many(const std::vector<int64_t>& ids, int64_t wait_us) 
     if (wait_us < 0) wait_us = options_.max_wait_us;
     std::unique_lock<std::mutex> lock(mutex_);
     for (int64_t id : ids) {
-        not_full_.wait(lock, [&] { return closed_ || items_.size() < options_.capacity; });
+        if (!closed_ && items_.size() >= options_.capacity) {
+            ++waiting_producers_;
+            not_full_.wait(lock, [&] { return closed_ || items_.size() < options_.capacity; });
+            --waiting_producers_;
+        }
         if (closed_) return false;
         const int64_t now = now_ns();
         const int64_t deadline = wait_us == 0 ? kNoDeadline : now + wait_us * 1000;
@@ -69,11 +73,13 @@ std::optional<std::vector<int64_t>> DeferralQueue::pop_batch(int64_t timeout_us)
         if (closed_) return std::vector<int64_t>{};  // closed and drained
         if (now >= give_up) return std::nullopt;
         const int64_t wake = std::min(give_up, deadlines_.empty() ? kNoDeadline : *deadlines_.begin());
+        ++waiting_consumers_;
         if (wake == kNoDeadline) {
             not_empty_.wait(lock);
         } else {
             not_empty_.wait_for(lock, std::chrono::nanoseconds(wake - now));
         }
+        --waiting_consumers_;
     }
 }
 
@@ -93,6 +99,16 @@ void DeferralQueue::close() {
 size_t DeferralQueue::size() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return items_.size();
+}
+
+size_t DeferralQueue::waiting_consumers() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return waiting_consumers_;
+}
+
+size_t DeferralQueue::waiting_producers() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return waiting_producers_;
 }
 
 bool DeferralQueue::closed() const {

@@ -38,6 +38,8 @@ public:
 
     size_t size() const;
     bool closed() const;
+    size_t waiting_consumers() const;  // threads blocked in pop_batch now (lets tests synchronise on it)
+    size_t waiting_producers() const;  // threads blocked in push by a full queue now
     const DeferralQueueOptions& options() const { return options_; }
     LatencyRecorder& wait_recorder() { return wait_recorder_; }  // time each item spent queued
 
@@ -63,6 +65,8 @@ private:
     uint64_t next_seq_ = 0;
     uint64_t flush_mark_ = 0;  // items with seq below it are released
     bool closed_ = false;
+    size_t waiting_consumers_ = 0;
+    size_t waiting_producers_ = 0;
     LatencyRecorder wait_recorder_;
 };
 

@@ -18,6 +18,11 @@ char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' +
 }  // namespace
 
 WordPiece::WordPiece(const std::vector<std::string>& vocab, WordPieceOptions options) : options_(std::move(options)) {
+    // Added tokens are searched for case-insensitively: a tokenizer may match them after lowercasing
+    // (MPNet's "<unk>" is normalized), and refusing a text the full tokenizer would not split only costs time.
+    for (std::string& token : options_.added_tokens) {
+        for (char& c : token) c = lower(c);
+    }
     vocab_.reserve(vocab.size());
     for (size_t i = 0; i < vocab.size(); ++i) {
         vocab_.emplace(vocab[i], static_cast<int64_t>(i));
@@ -30,9 +35,13 @@ bool WordPiece::encode(std::string_view text, std::vector<int64_t>& out) const {
             return false;  // non-ASCII or a control character the normalizer would drop
         }
     }
-    for (const std::string& token : options_.added_tokens) {
-        if (text.find(token) != std::string_view::npos) {
-            return false;
+    if (!options_.added_tokens.empty()) {
+        std::string lowered(text);
+        for (char& c : lowered) c = lower(c);
+        for (const std::string& token : options_.added_tokens) {
+            if (lowered.find(token) != std::string::npos) {
+                return false;
+            }
         }
     }
     out.push_back(options_.cls_id);

@@ -20,7 +20,7 @@ struct WordPieceOptions {
     int64_t unk_id = 0;
     int64_t cls_id = 0;
     int64_t sep_id = 0;
-    std::vector<std::string> added_tokens;  // matched in the raw text by the full tokenizer: refused here
+    std::vector<std::string> added_tokens;  // a text holding one (in any case) is refused, for the full tokenizer
 };
 
 class WordPiece {

@@ -37,6 +37,7 @@ import sequence_classifier
 
 from tango_edge import Cascade
 from tango_edge.data import read_tsv
+from tango_edge.routing import SKIP_THRESHOLD
 
 
 def pipeline_runner(pipe, batch_size: int, label2id: dict):
@@ -77,11 +78,13 @@ def main(argv=None):
     data = read_tsv(args.data)
     texts, gold = data.texts, np.asarray(data.labels)
     cascade = Cascade.from_dir(args.models)
-    tier2_alone = Cascade.from_dir(args.models, threshold=1.5)
+    last_only = [SKIP_THRESHOLD] * (len(cascade.tiers) - 1)  # every tier before the last skipped
+    tier2_alone = Cascade.from_dir(args.models, thresholds=last_only)
     label2id = {name: i for i, name in enumerate(cascade.labels)}
-    peer_batch = args.peer_batch_size or cascade.config.tier2_batch_size
-    tokenizer = transformers.AutoTokenizer.from_pretrained(args.models / "tier2")
-    ov_model = intel.OVModelForSequenceClassification.from_pretrained(args.models / "tier2")
+    peer_batch = args.peer_batch_size or cascade.config.batch_sizes[-1]
+    last_dir = args.models / cascade.config.tiers[-1].dir
+    tokenizer = transformers.AutoTokenizer.from_pretrained(last_dir)
+    ov_model = intel.OVModelForSequenceClassification.from_pretrained(last_dir)
     ov_pipe = transformers.pipeline("text-classification", model=ov_model, tokenizer=tokenizer)
     systems = {}
     if not args.skip_torch:
@@ -93,14 +96,14 @@ def main(argv=None):
         systems[f"(a) PyTorch fp32 pipeline, batch {peer_batch}"] = pipeline_runner(pt_pipe, peer_batch, label2id)
     systems["(b) optimum-intel INT8 pipeline, batch 1"] = pipeline_runner(ov_pipe, 1, label2id)
     systems[f"(b) optimum-intel INT8 pipeline, batch {peer_batch}"] = pipeline_runner(ov_pipe, peer_batch, label2id)
-    tuned = tier2_alone.config.tier2_batch_size
+    tuned = tier2_alone.config.batch_sizes[-1]
     alone = {tuned: tier2_alone}
     for size in (tuned // 2, tuned * 2):
         if size >= 1:
-            alone[size] = Cascade.from_dir(args.models, threshold=1.5, tier2_batch_size=size)
+            alone[size] = Cascade.from_dir(args.models, thresholds=last_only, batch_sizes=[*tier2_alone.config.batch_sizes[:-1], size])
     for size in sorted(alone):
         systems[f"(c) tango-edge tier 2 alone, batch {size}{' (tuned)' if size == tuned else ''}"] = cascade_runner(alone[size], label2id)
-    systems[f"(d) tango-edge cascade, threshold {cascade.config.threshold:.4g}"] = cascade_runner(cascade, label2id)
+    systems[f"(d) tango-edge cascade, thresholds {', '.join(f'{t:.4g}' for t in cascade.config.thresholds)}"] = cascade_runner(cascade, label2id)
     systems[f"(d) same, in separate calls of {len(texts)}"] = cascade_runner(cascade, label2id, call_size=len(texts))
 
     repeats = {}

@@ -139,7 +139,7 @@ def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str
     output.mkdir(parents=True)
     shutil.copytree(work / f"tier1_{chosen}_int8", output / "tier1")
     shutil.copytree(work / f"{tier2}_int8", output / "tier2")
-    CascadeConfig(task=args.task, threshold=0.9).save(output)
+    CascadeConfig(task=args.task).save(output)  # tier1/ then tier2/, threshold 0.9 until calibrate sets it
     sample = [t for t in read_tsv(train).texts if len(t.split()) >= 6][:512]  # representative inputs for autotune
     (output / "sample.txt").write_text("\n".join(sample) + "\n", encoding="utf-8")
     subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--rounds", args.rounds, "--json", str(work / "calibrate.json")], check=True)

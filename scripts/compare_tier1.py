@@ -20,8 +20,9 @@ from pathlib import Path
 import _common
 from _common import log
 
-from tango_edge.autotune import instances_per_second, measure_rounds, pass_texts, summarize
-from tango_edge.calibrate import Costs, analyse, tier2_predictions
+from tango_edge.calibrate import analyse
+from tango_edge.routing import Costs, tier_outputs, two_tier_reach
+from tango_edge.timing import instances_per_second, measure_rounds, pass_texts, summarize
 from tango_edge.data import read_tsv
 from tango_edge.tier import Tier
 
@@ -46,7 +47,7 @@ def main(argv=None):
     dev = read_tsv(args.dev)
     tiers = {arch: Tier(args.work / f"tier1_{arch}_int8", max_length=MAX_LENGTH) for arch in args.archs.split(",")}
     tier2 = Tier(args.work / f"{args.tier2}_int8", max_length=MAX_LENGTH)
-    pred2 = tier2_predictions(tier2.logits(tier2.encoder.encode(dev.texts), args.tier2_batch_size))
+    _, pred2 = tier_outputs(tier2.logits(tier2.encoder.encode(dev.texts), args.tier2_batch_size))
     num_classes = len(tier2.labels)
 
     timed = {**{arch: (tier, args.tier1_batch_size, PASS_SENTENCES["tier1"]) for arch, tier in tiers.items()}, "tier2": (tier2, args.tier2_batch_size, PASS_SENTENCES["tier2"])}
@@ -60,7 +61,7 @@ def main(argv=None):
     rows = {}
     for arch, tier in tiers.items():
         analysis = analyse(tier.logits(tier.encoder.encode(dev.texts), args.tier1_batch_size), pred2, dev.labels, "accuracy", num_classes)
-        costs = Costs(1.0 / speed[arch]["median"], t2, args.tier1_batch_size, args.tier2_batch_size)
+        costs = Costs((1.0 / speed[arch]["median"], t2), (args.tier1_batch_size, args.tier2_batch_size))
         choice = analysis.cascade_choice(args.target)
         quantized = json.loads((args.work / f"tier1_{arch}_int8" / "quantize.json").read_text())
         rows[arch] = {
@@ -72,7 +73,7 @@ def main(argv=None):
             "vs_tier2": speed[arch]["median"] / speed["tier2"]["median"],
             "deferral_at_target": None if choice is None else choice.deferral_rate,
             "cascade_accuracy_at_target": None if choice is None else choice.metric,
-            "speedup_at_target": None if choice is None else float(costs.speedup(choice.deferral_rate)),
+            "speedup_at_target": None if choice is None else float(costs.speedup(two_tier_reach(choice.deferral_rate))),
         }
     best = max((a for a in rows if rows[a]["speedup_at_target"] is not None), key=lambda a: rows[a]["speedup_at_target"])
     result = {"target": args.target, "tier2_dev_accuracy_int8": analysis.metric2, "tier2_throughput_per_s": speed["tier2"]["median"], "tier2_spread": [speed["tier2"]["min"], speed["tier2"]["max"]], "rounds": args.rounds, "batch_sizes": {"tier1": args.tier1_batch_size, "tier2": args.tier2_batch_size}, "students": rows, "best": best}

@@ -11,7 +11,10 @@ import argparse
 import json
 from pathlib import Path
 
+import _common  # noqa: F401 - puts the checkout on sys.path
 from train_tier2 import DEFAULTS as TIER2_DEFAULTS
+
+from tango_edge.config import CascadeConfig
 
 TIER2_FLAGS = {"seed": "--tier2-seed", "lr": "--tier2-lr", "layer_decay": "--tier2-layer-decay", "pooling": "--tier2-pooling", "rdrop": "--tier2-rdrop"}
 
@@ -58,7 +61,7 @@ def main(argv=None):
     student = load(work / f"tier1_{args.tier1}" / "result.json") or {}
     compare = load(work / "compare.json") or {}
     calib = load(work / "calibrate.json") or {}
-    cascade = json.loads((models / "cascade.json").read_text())
+    first_tier = CascadeConfig.load(models).tiers[0]
     corpus = sum(1 for _ in open(work / "distill.txt", encoding="utf-8")) if (work / "distill.txt").exists() else None
     augment = load(work / "augmented.json") or {"sentences": None, "per_long_sentence": "?", "long_words": 10, "per_sentence": "?"}
     augmented = augment["sentences"]
@@ -87,7 +90,7 @@ def main(argv=None):
         f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
         f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
         f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row, since inputs are sentences and most training rows short phrases), all labelled by the {'first tier-2 run' if first is not None else 'tier 2'} (INT8) running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
-        f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {cascade.get('temperature', 1.0):.4g}.",
+        f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {first_tier.temperature:.4g}.",
         "",
         "## Dev accuracy (SST-2 dev, 872 sentences)",
         "",
@@ -95,10 +98,10 @@ def main(argv=None):
         "|---|---:|",
         f"| second tier, PyTorch FP32 | {pct(trained.get('best_dev_accuracy'))} |",
         f"| second tier, OpenVINO FP32 | {pct(q2.get('fp32_dev_accuracy'))} |",
-        f"| second tier, OpenVINO INT8 (shipped) | {pct(calib.get('tier2_metric'))} |",
+        f"| second tier, OpenVINO INT8 (shipped) | {pct(calib.get('last_metric'))} |",
         f"| first tier ({args.tier1}), OpenVINO FP32 | {pct(q1.get('fp32_dev_accuracy'))} |",
-        f"| first tier ({args.tier1}), OpenVINO INT8 (shipped) | {pct(calib.get('tier1_metric'))} |",
-        f"| **cascade at threshold {cascade.get('threshold', 0):.4g}** | **{pct(chosen.get('metric'))}**, {pct(chosen.get('deferral_rate'))} deferred |",
+        f"| first tier ({args.tier1}), OpenVINO INT8 (shipped) | {pct(calib.get('first_metric'))} |",
+        f"| **cascade at threshold {first_tier.threshold:.4g}** | **{pct(chosen.get('metric'))}**, {pct((chosen.get('deferral_rates') or [None])[0])} deferred |",
         "",
         "Reproduce: `tango-edge calibrate --models models/sst2 --data ../shared/data/sst2/dev.tsv --no-write`.",
         "",

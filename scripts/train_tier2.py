@@ -73,6 +73,7 @@ def parse_args(argv=None):
     p.add_argument("--extra-texts", default=None, help="unlabelled sentences, one per line, for self-distillation")
     p.add_argument("--extra-logits", default=None, help="teacher logits for --extra-texts (.npy)")
     p.add_argument("--extra-ratio", type=float, default=0.5, help="batches of extra sentences per labelled batch")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="bf16: forward passes under torch.autocast (weights, optimizer and the average stay fp32); auto: bf16 where the CPU has AMX, else fp32")
     p.add_argument("--log-file", default=None)
     return p.parse_args(argv)
 
@@ -86,11 +87,30 @@ def encode(tokenizer, texts, max_length):
     return enc["input_ids"]
 
 
-def evaluate(torch, model, dev_ids, dev_labels, pad_id, batch_size=128):
+def resolve_precision(requested: str) -> str:
+    """"auto" -> bf16 on CPUs with AMX (an MPNet step 2.3x faster than fp32 there), else fp32: with AVX-512
+    BF16 alone, autocast ran MPNet's forward and backward 1.4x slower than fp32 (1.65 s against 1.17 s, batch 32)."""
+    if requested != "auto":
+        return requested
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "fp32"
+    return "bf16" if "amx_bf16" in flags else "fp32"
+
+
+def autocast(torch, precision: str):
+    """The forward-pass context: bf16 autocast on the CPU, or nothing for fp32."""
+    import contextlib
+
+    return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+
+
+def evaluate(torch, model, dev_ids, dev_labels, pad_id, batch_size=128, precision="fp32"):
     model.eval()
     order = sorted(range(len(dev_ids)), key=lambda i: len(dev_ids[i]))
     correct = 0
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(torch, precision):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             ids, mask = _common.collate(torch, [dev_ids[i] for i in idx], pad_id)
@@ -133,6 +153,7 @@ def rdrop_loss(torch, logits, labels, alpha: float):
 
 def main(argv=None):
     args = parse_args(argv)
+    args.precision = resolve_precision(args.precision)
     out = Path(args.output)
     _common.setup_logging(args.log_file or out / "train.log")
     torch = _common.require("torch")
@@ -146,7 +167,7 @@ def main(argv=None):
     num_labels = max(max(train.labels), max(dev.labels)) + 1
     names = args.label_names.split(",") if args.label_names else [f"LABEL_{i}" for i in range(num_labels)]
     base = args.base or _common.default_base_model()
-    log.info("base %s, %d train / %d dev rows, labels %s", base, len(train.texts), len(dev.texts), names)
+    log.info("base %s, %d train / %d dev rows, labels %s, precision %s", base, len(train.texts), len(dev.texts), names, args.precision)
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
     model = sequence_classifier.create(base, args.pooling, num_labels=num_labels, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
@@ -213,7 +234,8 @@ def main(argv=None):
         rdrop = args.rdrop > 0 and not is_extra
         if rdrop:  # the same rows twice in one batch: dropout draws a different mask for each copy
             ids, mask = ids.repeat(2, 1), mask.repeat(2, 1)
-        logits = model(input_ids=ids, attention_mask=mask).logits
+        with autocast(torch, args.precision):
+            logits = model(input_ids=ids, attention_mask=mask).logits.float()
         if is_extra:  # soft cross-entropy against the teacher's probabilities
             loss = -(extra_targets[idx] * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
         elif rdrop:
@@ -230,7 +252,7 @@ def main(argv=None):
         step += 1
         window_loss += loss.item()
         if step % args.eval_every == 0 or step == total_steps:
-            acc = evaluate(torch, kept, dev_ids, dev.labels, tokenizer.pad_token_id)
+            acc = evaluate(torch, kept, dev_ids, dev.labels, tokenizer.pad_token_id, precision=args.precision)
             rate = (time.perf_counter() - started) / args.eval_every
             log.info("step %d/%d loss %.4f dev acc %.4f (%.2f s/step)", step, total_steps, window_loss / args.eval_every, acc, rate)
             if acc > best:
@@ -242,7 +264,7 @@ def main(argv=None):
                 state["averaged"] = averaged.state_dict()
             torch.save(state, state_path)
             started, window_loss = time.perf_counter(), 0.0
-    recipe = {"lr": args.lr, "layer_decay": args.layer_decay, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "rdrop": args.rdrop, "seed": args.seed, "data_seed": args.data_seed, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
+    recipe = {"lr": args.lr, "layer_decay": args.layer_decay, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "rdrop": args.rdrop, "precision": args.precision, "seed": args.seed, "data_seed": args.data_seed, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
     (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
     state_path.unlink(missing_ok=True)  # finished: the best model is in best/
     log.info("done: best dev accuracy %.4f, model in %s", best, best_dir)

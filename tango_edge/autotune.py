@@ -1,21 +1,17 @@
-"""`tango-edge autotune`: measure each tier's batch sizes and stream settings here and store the fastest.
+"""`tango-edge autotune`: measure every tier's batch sizes and stream settings here and store the fastest, then
+time the later tiers' streams on the whole cascade at the deferral shares calibration recorded.
 
-The machines this runs on are noisy (2-10x throughput swings within minutes on shared VMs), so candidates are
-never timed one after the other: round r times every candidate once, in a shuffled order, and each candidate's
-figure is its median over the rounds. A slow spell then hits all candidates of a round alike and the median
-discards it. The spread over rounds is reported so a user can see how much to trust the figures.
-
-Throughput is instances per second through `Tier.logits` (tokenization included) on the sentences shipped with
-the cascade for this purpose (`sample.txt`). The choice rule prefers small batches: the smallest batch size
-within 3% of the fastest median, because a smaller tier-2 batch fills sooner (lower latency for deferred
-inputs) and a 3% difference is below what the medians can resolve here.
+Candidates are timed in interleaved rounds and compared by their medians (timing.py). Throughput is instances
+per second through `Tier.logits` (tokenization included) on the inputs shipped with the cascade for this
+purpose (`sample.txt`). The choice rule prefers small batches: the smallest batch size within 3% of the fastest
+median, because a smaller later-tier batch fills sooner (lower latency for deferred inputs) and a 3%
+difference is below what the medians can resolve here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 import time
 from dataclasses import dataclass
@@ -26,9 +22,9 @@ import numpy as np
 
 from .config import CascadeConfig
 from .errors import TangoEdgeError
+from .timing import SEED, instances_per_second, measure_rounds, pass_texts, summarize
 
 SAMPLE_FILE = "sample.txt"
-TIERS = ("tier1", "tier2")
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128)
 QUICK_BATCH_SIZES = (1, 2, 8)  # none equal to the defaults (64, 16), so a test can see the profile applied
 TOLERANCE = 0.03  # sizes within 3% of the fastest median count as equally fast
@@ -38,7 +34,6 @@ MAX_PASS_SENTENCES = 2048
 WARMUP_SENTENCES = 256
 QUICK_WARMUP_SENTENCES = 16
 WARMUP_BATCH_SIZE = 32
-SEED = 0  # shuffles are reproducible: the same rounds in the same orders on every run
 
 K = TypeVar("K", bound=Hashable)
 
@@ -52,9 +47,9 @@ class Setting(NamedTuple):
 
 @dataclass(frozen=True)
 class Candidate:
-    """A setting of one tier, as timed in the rounds."""
+    """A setting of one tier (its index in the cascade), as timed in the rounds."""
 
-    tier: str
+    tier: int
     streams: int
     batch_size: int
 
@@ -85,35 +80,6 @@ def candidate_streams(cores: int, quick: bool = False) -> list[int]:
         streams.append(count)
         count *= 2
     return streams
-
-
-def round_schedule(candidates: Sequence[K], rounds: int, seed: int = SEED) -> list[list[K]]:
-    """`rounds` lists, each holding every candidate once in its own shuffled order (reproducible by seed)."""
-    rng = random.Random(seed)
-    schedule = []
-    for _ in range(rounds):
-        order = list(candidates)
-        rng.shuffle(order)
-        schedule.append(order)
-    return schedule
-
-
-def summarize(rates: Sequence[float]) -> dict:
-    """Median of the per-round rates and their spread relative to it (min/max and interquartile range)."""
-    if not rates:
-        raise ValueError("no measurements to summarize")
-    values = np.asarray(rates, dtype=np.float64)
-    median = float(np.median(values))
-    q1, q3 = np.percentile(values, [25, 75])
-    relative = (lambda x: float(x) / median) if median > 0 else (lambda x: float("nan"))
-    return {
-        "median": median,
-        "min": float(values.min()),
-        "max": float(values.max()),
-        "iqr_rel": relative(q3 - q1),
-        "range_rel": relative(values.max() - values.min()),
-        "rounds": len(values),
-    }
 
 
 def within_tolerance(throughputs: Mapping[K, float], tolerance: float = TOLERANCE) -> list[K]:
@@ -152,36 +118,6 @@ def pass_size(rate: float, largest_batch: int, seconds: float = PASS_SECONDS, ca
     return max(2 * largest_batch, min(cap, wanted))
 
 
-def pass_texts(sample: Sequence, count: int, seed: int = SEED) -> list:
-    """`count` sample sentences in a fixed shuffled order, cycling through the sample when it is shorter."""
-    if not sample:
-        raise ValueError("the sample is empty")
-    order = list(sample)
-    random.Random(seed).shuffle(order)
-    repeats = -(-count // len(order))
-    return (order * repeats)[:count]
-
-
-def measure_rounds(
-    candidates: Sequence[K],
-    timed_pass: Callable[[K], float],
-    rounds: int,
-    seed: int = SEED,
-    progress: Callable[[int, int], None] | None = None,
-) -> dict[K, list[float]]:
-    """Each candidate's rate in every round (round r runs every candidate once, in a shuffled order).
-
-    `timed_pass(candidate)` returns instances per second; `progress(round, rounds)` is called after each round.
-    """
-    rates: dict[K, list[float]] = {candidate: [] for candidate in candidates}
-    for index, order in enumerate(round_schedule(candidates, rounds, seed), start=1):
-        for candidate in order:
-            rates[candidate].append(timed_pass(candidate))
-        if progress is not None:
-            progress(index, rounds)
-    return rates
-
-
 # ---- measuring real tiers ---------------------------------------------------------------------------------------
 
 
@@ -210,14 +146,6 @@ def as_input(line: str):
     """A sample line as a cascade input: a string, or a (first, second) pair when it holds one tab."""
     parts = line.strip().split("\t")
     return (parts[0].strip(), parts[1].strip()) if len(parts) == 2 else line.strip()
-
-
-def instances_per_second(tier, texts: Sequence, batch_size: int) -> float:
-    """One timed pass: tokenize `texts` and run them through the tier's AsyncInferQueue at `batch_size`."""
-    started = time.perf_counter()
-    encoded = tier.encoder.encode(list(texts))
-    tier.logits(encoded, batch_size)
-    return len(texts) / max(time.perf_counter() - started, 1e-9)
 
 
 def resolved_streams(tier) -> int:
@@ -288,30 +216,35 @@ def prepare_tier(folder: Path, config: CascadeConfig, sample: Sequence, sizes: S
     return PreparedTier(variants, resolved, texts, rate)
 
 
-def tier_report(name: str, prepared: PreparedTier, rates: dict[Candidate, list[float]]) -> tuple[Setting, dict]:
+def tier_report(index: int, prepared: PreparedTier, rates: dict[Candidate, list[float]]) -> tuple[Setting, dict]:
     """The chosen setting of one tier and the per-candidate summaries stored in the profile."""
-    summaries = {c.setting: summarize(values) for c, values in rates.items() if c.tier == name}
+    summaries = {c.setting: summarize(values) for c, values in rates.items() if c.tier == index}
     chosen = choose_setting({setting: summary["median"] for setting, summary in summaries.items()})
     renamed = {"median": "median_per_s", "min": "min_per_s", "max": "max_per_s"}
     rows = [
-        {**setting._asdict(), **{renamed.get(k, k): v for k, v in summary.items()}, "rates_per_s": rates[Candidate(name, *setting)]}
+        {**setting._asdict(), **{renamed.get(k, k): v for k, v in summary.items()}, "rates_per_s": rates[Candidate(index, *setting)]}
         for setting, summary in sorted(summaries.items())
     ]
     report = {"pass_sentences": len(prepared.texts), "resolved_streams": {str(s): n for s, n in prepared.resolved.items()}, "chosen": chosen._asdict(), "candidates": rows}
     return chosen, report
 
 
+
+
 def tune(directory: Path, device: str, rounds: int, quick: bool, log: Callable[[str], None] = stderr_log) -> tuple[dict, dict]:
-    """Measure every candidate of both tiers in interleaved rounds; returns (settings, measurements)."""
+    """Measure every candidate of every tier in interleaved rounds; returns (settings, measurements).
+
+    settings: {"tiers": [{"batch_size": ..., "streams": ...}, ...]}, as the profile stores them.
+    """
     started = time.perf_counter()
     config = CascadeConfig.load(directory)
     sample = read_sample(directory)
     sizes = candidate_batch_sizes(quick)
     streams = candidate_streams(cpu_count(), quick)
     log(f"{len(sample)} sample inputs; batch sizes {list(sizes)}; NUM_STREAMS {[streams_label(s) for s in streams]}")
-    tiers = {name: prepare_tier(directory / name, config, sample, sizes, streams, quick, device, log) for name in TIERS}
+    tiers = [prepare_tier(directory / t.dir, config, sample, sizes, streams, quick, device, log) for t in config.tiers]
 
-    candidates = [Candidate(name, setting, size) for name, tier in tiers.items() for setting in tier.variants for size in sizes]
+    candidates = [Candidate(index, setting, size) for index, tier in enumerate(tiers) for setting in tier.variants for size in sizes]
     per_round = sum(len(tiers[c.tier].texts) / tiers[c.tier].estimated_rate for c in candidates)
     log(f"{len(candidates)} candidates x {rounds} rounds, roughly {per_round * rounds:.0f} s at the warm-up rates")
     rounds_started = time.perf_counter()
@@ -324,14 +257,19 @@ def tune(directory: Path, device: str, rounds: int, quick: bool, log: Callable[[
         return instances_per_second(tiers[c.tier].variants[c.streams], tiers[c.tier].texts, c.batch_size)
 
     rates = measure_rounds(candidates, timed_pass, rounds, SEED, progress)
-    settings, reports = {}, {}
-    for name, prepared in tiers.items():
-        chosen, reports[name] = tier_report(name, prepared, rates)
-        settings[f"{name}_batch_size"], settings[f"{name}_streams"] = chosen.batch_size, chosen.streams
-    cascade_report = None
-    if 0.0 < config.threshold <= 1.0 and len(tiers["tier2"].variants) > 1:
-        threshold = cascade_threshold(config, tiers["tier1"].variants[settings["tier1_streams"]], sample, log)
-        settings["tier2_streams"], cascade_report = tune_cascade_streams(directory, {**settings, "threshold": threshold}, sample, list(tiers["tier2"].variants), rounds, device, log)
+    chosen, reports = [], {}
+    for index, (tier_config, prepared) in enumerate(zip(config.tiers, tiers)):
+        setting, reports[tier_config.dir] = tier_report(index, prepared, rates)
+        chosen.append({"batch_size": setting.batch_size, "streams": setting.streams})
+    settings = {"tiers": chosen}
+    from .cascade import running_tiers
+
+    cascade_reports = []
+    thresholds = cascade_thresholds(config, [t.variants[c["streams"]] for t, c in zip(tiers, chosen)], sample, log)
+    for index in running_tiers([*thresholds, None])[1:]:  # the tiers fed by an earlier one
+        if len(tiers[index].variants) > 1:
+            settings["tiers"][index]["streams"], report = tune_cascade_streams(directory, settings, thresholds, index, sample, list(tiers[index].variants), rounds, device, log)
+            cascade_reports.append(report)
     measurements = {
         "unit": "instances/s, tokenization included",
         "rounds": rounds,
@@ -343,44 +281,72 @@ def tune(directory: Path, device: str, rounds: int, quick: bool, log: Callable[[
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "tiers": reports,
     }
-    if cascade_report is not None:
-        measurements["cascade"] = cascade_report
+    if cascade_reports:
+        measurements["cascade"] = cascade_reports
     return settings, measurements
 
 
-def cascade_threshold(config: CascadeConfig, tier1, sample: Sequence, log: Callable[[str], None] = stderr_log) -> float:
-    """The threshold at which the sample defers the share calibration recorded (cascade.json's deferral_rate), else the stored threshold.
+def thresholds_at_shares(tiers: Sequence, temperatures: Sequence[float], texts: Sequence, shares: Sequence[float | None], stored: Sequence[float]) -> tuple[list[float], list[list[int]]]:
+    """Per routing tier k, the threshold at which tier k passes on the share `shares[k]` of all `texts` (None:
+    keep `stored[k]`), computed tier after tier on the inputs that reach it; and for every tier, the indices of
+    the texts that reach it."""
+    from .routing import threshold_for_cut, tier_outputs
 
-    The sample is training sentences, tier 1's easy cases: at the stored threshold it defers a fraction of what
-    real inputs do, and a cascade timed on it hardly uses tier 2.
+    thresholds = list(stored)
+    reaching = [list(range(len(texts)))]
+    for k in range(len(tiers) - 1):
+        remaining = reaching[-1]
+        if thresholds[k] > 1.0 and shares[k] is None or not remaining:  # skipped: everything passes on
+            reaching.append(remaining)
+            continue
+        tier = tiers[k]
+        confidence, _ = tier_outputs(tier.logits(tier.encoder.encode([texts[i] for i in remaining]), 64), temperatures[k])
+        if shares[k] is not None:
+            order = np.argsort(confidence, kind="stable")
+            cut = min(len(remaining), int(round(shares[k] * len(texts))))
+            thresholds[k] = threshold_for_cut(confidence[order], cut)
+        reaching.append([i for i, c in zip(remaining, confidence.tolist()) if thresholds[k] <= 1.0 and c < thresholds[k] or thresholds[k] > 1.0])
+    return thresholds, reaching
+
+
+def cascade_thresholds(config: CascadeConfig, tiers: Sequence, sample: Sequence, log: Callable[[str], None] = stderr_log) -> list[float]:
+    """Per routing tier, the threshold at which the sample defers the share calibration recorded (each tier's
+    `deferral_rate`: the share of all inputs it passed on), else the stored threshold.
+
+    The sample is training sentences, the easy cases: at the stored thresholds it defers a fraction of what
+    real inputs do, and a cascade timed on it hardly uses the later tiers.
     """
-    if config.deferral_rate is None:
-        return config.threshold
-    from .calibrate import confidence_ranking, threshold_for_rate
-
     texts = pass_texts(sample, MAX_PASS_SENTENCES)
-    ordered, _ = confidence_ranking(tier1, tier1.encoder.encode(texts), config.temperature)
-    threshold = threshold_for_rate(ordered, config.deferral_rate)
-    log(f"cascade stage at threshold {threshold:g}: defers {100 * config.deferral_rate:.1f}% of the sample as calibration did (stored threshold {config.threshold:g})")
-    return threshold
+    routing = config.tiers[:-1]
+    thresholds, _ = thresholds_at_shares(tiers, [t.temperature for t in routing], texts, [t.deferral_rate for t in routing], config.thresholds)
+    for k, tier_config in enumerate(routing):
+        if tier_config.deferral_rate is not None:
+            log(f"cascade stage: tier {k + 1} at threshold {thresholds[k]:g} passes on {100 * tier_config.deferral_rate:.1f}% of the sample as calibration did (stored threshold {tier_config.threshold:g})")
+    return thresholds
 
 
-def tune_cascade_streams(directory: Path, settings: dict, sample: Sequence, streams: Sequence[int], rounds: int, device: str, log: Callable[[str], None] = stderr_log) -> tuple[int, dict]:
-    """Tier 2's NUM_STREAMS chosen on the whole cascade at `settings`' threshold, with the tuned batch sizes.
+def tune_cascade_streams(directory: Path, settings: dict, thresholds: Sequence[float], index: int, sample: Sequence, streams: Sequence[int], rounds: int, device: str, log: Callable[[str], None] = stderr_log) -> tuple[int, dict]:
+    """Tier `index`'s NUM_STREAMS chosen on the whole cascade at `thresholds`, with the tuned batch sizes.
 
-    Timed alone, tier 2 runs as fast on one stream (each request on every core) as on one per core; inside
-    the cascade, tier 1's requests take cores from it mid-inference and a one-stream tier 2 waits for its
-    slowest thread (this stage on the shipped SST-2 cascade: 2486/s on one stream, 2824/s on two;
-    docs/sst2/autotune.txt).
-    The tier's own choice stays unless another is more than the tolerance faster.
+    Timed alone, a later tier runs as fast on one stream (each request on every core) as on one per core;
+    inside the cascade, the first tier's requests take cores from it mid-inference and a one-stream tier waits
+    for its slowest thread (this stage on the shipped SST-2 cascade: 2486/s on one stream, 2824/s on two;
+    docs/sst2/autotune.txt). The tier's own choice stays unless another is more than the tolerance faster.
     """
     from .cascade import Cascade
 
-    engines = {s: Cascade.from_dir(directory, device=device, use_profile=False, **{**settings, "tier2_streams": s}) for s in streams}
+    batch_sizes = [t["batch_size"] for t in settings["tiers"]]
+
+    def engine(setting: int):
+        chosen = [t["streams"] for t in settings["tiers"]]
+        chosen[index] = setting
+        return Cascade.from_dir(directory, device=device, use_profile=False, thresholds=thresholds, batch_sizes=batch_sizes, streams=chosen)
+
+    engines = {s: engine(s) for s in streams}
     try:
         texts = pass_texts(sample, MAX_PASS_SENTENCES)
-        for engine in engines.values():  # warm-up
-            list(engine.predict_iter(texts[:256]))
+        for cascade in engines.values():  # warm-up
+            list(cascade.predict_iter(texts[:256]))
 
         def timed_pass(s: int) -> float:
             started = time.perf_counter()
@@ -388,18 +354,17 @@ def tune_cascade_streams(directory: Path, settings: dict, sample: Sequence, stre
                 pass
             return len(texts) / max(time.perf_counter() - started, 1e-9)
 
-        threshold = engines[streams[0]].config.threshold
-        log(f"cascade at threshold {threshold:g}: timing tier-2 NUM_STREAMS {[streams_label(s) for s in streams]}, {rounds} rounds")
+        log(f"cascade at thresholds {[round(t, 4) for t in thresholds]}: timing tier-{index + 1} NUM_STREAMS {[streams_label(s) for s in streams]}, {rounds} rounds")
         engines[streams[0]].reset_stats()
         rates = measure_rounds(list(streams), timed_pass, rounds, SEED)
-        deferral_rate = engines[streams[0]].stats()["deferral_rate"]
+        reach_rate = engines[streams[0]].stats()["tiers"][index]["reach_rate"]
     finally:
-        for engine in engines.values():
-            engine.close()
+        for cascade in engines.values():
+            cascade.close()
     summaries = {s: summarize(r) for s, r in rates.items()}
-    chosen = choose_streams({s: v["median"] for s, v in summaries.items()}, settings["tier2_streams"])
-    rows = [{"tier2_streams": s, "median_per_s": v["median"], "min_per_s": v["min"], "max_per_s": v["max"], "iqr_rel": v["iqr_rel"], "rates_per_s": rates[s]} for s, v in summaries.items()]
-    return chosen, {"threshold": threshold, "deferral_rate": deferral_rate, "pass_sentences": len(texts), "candidates": rows, "tier2_streams": chosen}
+    chosen = choose_streams({s: v["median"] for s, v in summaries.items()}, settings["tiers"][index]["streams"])
+    rows = [{"streams": s, "median_per_s": v["median"], "min_per_s": v["min"], "max_per_s": v["max"], "iqr_rel": v["iqr_rel"], "rates_per_s": rates[s]} for s, v in summaries.items()]
+    return chosen, {"tier": index + 1, "thresholds": list(thresholds), "reach_rate": reach_rate, "pass_sentences": len(texts), "candidates": rows, "streams": chosen}
 
 
 # ---- command -------------------------------------------------------------------------------------------------
@@ -414,18 +379,13 @@ def format_report(profile: dict) -> str:
             mark = "  <- chosen" if Setting(row["streams"], row["batch_size"]) == chosen else ""
             label = streams_label(row["streams"], report["resolved_streams"].get(str(row["streams"])))
             lines.append(f"{name:6} {label:8} {row['batch_size']:5d} {row['median_per_s']:10.1f} {row['min_per_s']:10.1f} {row['max_per_s']:10.1f} {100 * row['iqr_rel']:5.0f}%{mark}")
-    cascade = profile["measurements"].get("cascade")
-    if cascade:
+    for cascade in profile["measurements"].get("cascade", []):
         for row in cascade["candidates"]:
-            mark = "  <- chosen" if row["tier2_streams"] == cascade["tier2_streams"] else ""
-            label = f"t2 {streams_label(row['tier2_streams'])}"
+            mark = "  <- chosen" if row["streams"] == cascade["streams"] else ""
+            label = f"t{cascade['tier']} {streams_label(row['streams'])}"
             lines.append(f"{'casc.':6} {label:8} {'':>5} {row['median_per_s']:10.1f} {row['min_per_s']:10.1f} {row['max_per_s']:10.1f} {100 * row['iqr_rel']:5.0f}%{mark}")
-    settings = profile["settings"]
-    lines.append(
-        f"chosen: tier1 batch {settings['tier1_batch_size']} streams {streams_label(settings['tier1_streams'])}, "
-        f"tier2 batch {settings['tier2_batch_size']} streams {streams_label(settings['tier2_streams'])} "
-        f"(smallest batch within {100 * TOLERANCE:.0f}% of the fastest median over {profile['measurements']['rounds']} rounds)"
-    )
+    chosen = ", ".join(f"tier {k + 1} batch {t['batch_size']} streams {streams_label(t['streams'])}" for k, t in enumerate(profile["settings"]["tiers"]))
+    lines.append(f"chosen: {chosen} (smallest batch within {100 * TOLERANCE:.0f}% of the fastest median over {profile['measurements']['rounds']} rounds)")
     return "\n".join(lines)
 
 

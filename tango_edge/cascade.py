@@ -1,25 +1,29 @@
-"""The two-tier runtime: tier 1 on asynchronous infer requests, low-confidence inputs deferred to batched tier 2.
+"""The runtime: a cascade of N >= 2 tiers, each a stage on its own OpenVINO AsyncInferQueue.
 
-Flow of one input: tokenize (once, when both tiers share a tokenizer) -> a length-sorted tier-1 batch on an
-AsyncInferQueue -> the completion callback answers it, or pushes its id into the C++ DeferralQueue -> a
-tier-2 worker thread pops full (or due) batches and runs them on tier 2's own AsyncInferQueue -> the answer goes
-to the caller's sink, which restores input order (streams) or completes a Future (online requests).
+Flow of one input: tokenize (once per distinct tokenizer) -> the first stage: length-sorted batches from a
+stream's window, or online requests gathered by the stage's DeferralQueue (full batch or `max_wait_ms`) ->
+one completion handler for every stage: softmax(logits / T), answer when the confidence reaches the stage's
+threshold, else push the id into the next stage's C++ DeferralQueue -> that stage's worker thread pops full
+(or due, or flushed) batches and starts them on its own AsyncInferQueue -> ... -> the last stage answers
+everything that reaches it. Answers go to the caller's sink, which restores input order (streams) or
+completes a Future (online requests).
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import threading
 from collections import deque
-from concurrent.futures import Future
-from dataclasses import asdict, dataclass
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import numpy as np
 
-from ._core import DeferralQueue, now_ns
+from ._native import DeferralQueue, now_ns
 from .config import CascadeConfig
 from .errors import TangoEdgeError
 from .stats import RunStats
@@ -28,14 +32,15 @@ from .tokenization import Encoded
 
 log = logging.getLogger("tango_edge")
 
-# Deferred ids the queue holds at most. Far above what the streams keep in flight, so a tier-1 callback
+# Ids a stage's queue holds at most. Far above what the streams keep in flight, so a completion callback
 # (an OpenVINO thread) never blocks on it; online bursts beyond it wait in push (backpressure).
-DEFERRAL_CAPACITY = 1 << 16
+QUEUE_CAPACITY = 1 << 16
+PAIR_SEPARATOR = "\t"  # a pair task's input line: first text, a tab, second text
 
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """The answer for one input. `tier` is 1 or 2; on a bad input, label/score/tier are None and `error` says why."""
+    """The answer for one input. `tier` is 1..N; on a bad input, label/score/tier are None and `error` says why."""
 
     label: str | None
     score: float | None
@@ -52,16 +57,31 @@ class Prediction:
         return out
 
 
-def check_text(item) -> tuple[object | None, str | None]:
-    """(text, None) for a usable input, else (None, why). Bytes must be UTF-8; pairs are (str, str)."""
+def check_text(item, pair_task: bool = False) -> tuple[object | None, str | None]:
+    """(text, None) for a usable input, else (None, why).
+
+    Bytes must be UTF-8. A single-text task takes a string; a pair task takes a (first, second) tuple or a
+    string holding exactly one tab between the two texts.
+    """
     if isinstance(item, (bytes, bytearray)):
         try:
             item = bytes(item).decode("utf-8")
         except UnicodeDecodeError as exc:
             return None, f"invalid UTF-8 at byte {exc.start}"
+    if pair_task and isinstance(item, str):
+        parts = item.split(PAIR_SEPARATOR)
+        if len(parts) != 2:
+            return None, f"expected two texts separated by one tab, found {len(parts) - 1} tabs"
+        item = tuple(parts)
+    if isinstance(item, list) and len(item) == 2:
+        item = tuple(item)
     if isinstance(item, str):
+        if pair_task:
+            return None, "expected a pair of texts"
         return (item, None) if item.strip() else (None, "empty input")
     if isinstance(item, tuple) and len(item) == 2 and all(isinstance(part, str) for part in item):
+        if not pair_task:
+            return None, "this task classifies single texts, not pairs"
         return (item, None) if all(part.strip() for part in item) else (None, "empty input")
     return None, f"expected a string, got {type(item).__name__}"
 
@@ -70,57 +90,86 @@ def check_text(item) -> tuple[object | None, str | None]:
 class _Instance:
     sink: "_Sink"
     index: int
-    encoded: Encoded  # tier-1 tokens (shared with tier 2 when the tokenizers agree)
-    text: object  # kept only when tier 2 needs its own tokenization
+    text: object
+    encoded: Encoded  # tokens of the tokenizer named by `fingerprint`
+    fingerprint: str
     started_ns: int
 
 
 class _Sink:
-    """Where answers go. `deliver` is called from OpenVINO callback threads."""
+    """Where answers go. `deliver` is called from OpenVINO callback threads; `moved` from the runtime."""
 
-    wait_us = 0  # deferral deadline for this sink's inputs; 0 = wait for a full batch (or a flush)
+    wait_us = 0  # batching deadline for this sink's inputs at every stage; 0 = wait for a full batch (or a flush)
 
     def deliver(self, answers: list[tuple[int, Prediction]]) -> None:
         raise NotImplementedError
 
-    def tier1_done(self) -> None:
-        pass
+    def moved(self, from_stage: int | None, to_stage: int | None, count: int) -> None:
+        """`count` of this sink's inputs left stage `from_stage` (None: new) for `to_stage` (None: answered)."""
 
 
 class _FutureSink(_Sink):
-    def __init__(self, future: Future, wait_us: int):
+    """Online requests: one Future for a group of inputs, resolved with their Predictions in input order."""
+
+    def __init__(self, future: Future, count: int, wait_us: int, single: bool):
         self.future = future
         self.wait_us = wait_us
+        self.single = single
+        self._answers: list[Prediction | None] = [None] * count
+        self._left = count
+        self._lock = threading.Lock()
 
     def deliver(self, answers):
-        for _, prediction in answers:
-            if not self.future.done():
-                self.future.set_result(prediction)
+        with self._lock:
+            for index, prediction in answers:
+                if self._answers[index] is None:
+                    self._answers[index] = prediction
+                    self._left -= 1
+            done, self._left = self._left == 0, self._left or -1  # -1: resolved, so only one call resolves it
+        if done:
+            try:
+                self.future.set_result(self._answers[0] if self.single else list(self._answers))
+            except InvalidStateError:  # the caller cancelled it
+                pass
 
 
 class _OrderedSink(_Sink):
-    """Collects answers by input index and hands them back as a contiguous, in-order prefix."""
+    """Collects answers by input index and hands them back as a contiguous, in-order prefix.
 
-    def __init__(self):
+    It counts its inputs at each stage, so a stream knows when no earlier stage can add to a later stage's
+    partial batch and releases it (flush) instead of waiting for inputs that will not come.
+    """
+
+    def __init__(self, stages: int):
         self.cond = threading.Condition()
         self.done: dict[int, Prediction] = {}
         self.next_index = 0  # first index not yet handed back
         self.accepted = 0  # indices given out
-        self.tier1_pending = 0  # tier-1 requests started and not finished
+        self.at_stage = [0] * stages  # inputs queued or running at each stage
 
     def deliver(self, answers):
         with self.cond:
             self.done.update(answers)
             self.cond.notify_all()
 
-    def tier1_started(self) -> None:
+    def moved(self, from_stage, to_stage, count):
         with self.cond:
-            self.tier1_pending += 1
-
-    def tier1_done(self) -> None:
-        with self.cond:
-            self.tier1_pending -= 1
+            if to_stage is not None:
+                self.at_stage[to_stage] += count
+            if from_stage is not None:
+                self.at_stage[from_stage] -= count
             self.cond.notify_all()
+
+    def stages_to_flush(self) -> list[int]:
+        """Later stages holding this sink's inputs while no earlier stage does."""
+        with self.cond:
+            flush = []
+            for stage in range(1, len(self.at_stage)):
+                if any(self.at_stage[:stage]):
+                    break
+                if self.at_stage[stage]:
+                    flush.append(stage)
+            return flush
 
     def take_ready(self) -> list[Prediction]:
         with self.cond:
@@ -150,11 +199,11 @@ class PredictionStream:
     def __init__(self, cascade: "Cascade", items: Iterable):
         self._cascade = cascade
         self._items = iter(items)
-        self._sink = _OrderedSink()
+        self._sink = _OrderedSink(len(cascade.stages))
         self._out: deque[Prediction] = deque()
         self._exhausted = False
         window = cascade.config.sort_window
-        self._max_in_flight = 4 * max(window, cascade.config.tier2_batch_size)
+        self._max_in_flight = 4 * max(window, *cascade.config.batch_sizes)
 
     def __iter__(self) -> "PredictionStream":
         return self
@@ -171,14 +220,14 @@ class PredictionStream:
         if not self._exhausted and sink.outstanding < self._max_in_flight:
             window = list(itertools.islice(self._items, self._cascade.config.sort_window))
             if window:
-                self._cascade._start(window, sink)
+                self._cascade._start_window(window, sink)
             else:
                 self._exhausted = True
         else:
-            # Nothing more to read (or too much in flight): once tier 1 has seen all of it, release the
-            # deferred inputs still waiting for a full tier-2 batch.
-            if sink.tier1_pending == 0:
-                self._cascade._deferrals.flush()
+            # Nothing more to read (or too much in flight): release the partial batches that nothing
+            # earlier can fill any more.
+            for stage in sink.stages_to_flush():
+                self._cascade.stages[stage].queue.flush()
             sink.wait(0.05)
         self._out.extend(sink.take_ready())
 
@@ -189,35 +238,81 @@ class PredictionStream:
         return ready
 
 
-class Cascade:
-    """A two-tier cascade on OpenVINO. Safe to share between threads.
+@dataclass(eq=False)
+class Stage:
+    """One running tier: its model, routing rule and batch size, the queue that feeds it and its worker.
 
-    Use `Cascade.from_dir(path)`; `predict`, `predict_iter` and `submit` all run on the same asynchronous
-    pipeline. Close it (or use it as a context manager) to stop the tier-2 worker.
+    `position` is its index among the running stages, `tier_index` its index in the cascade folder (a tier
+    skipped by a threshold above 1 runs no stage). `threshold` None: it answers everything that reaches it.
     """
 
-    def __init__(self, tier1: Tier, tier2: Tier, config: CascadeConfig, *, directory: Path | None = None, profile_note: str | None = None):
-        if tier1.labels != tier2.labels:
-            raise TangoEdgeError(f"the tiers disagree on labels: tier1 {tier1.labels} vs tier2 {tier2.labels}")
-        self.tier1, self.tier2 = tier1, tier2
+    position: int
+    tier_index: int
+    tier: Tier
+    threshold: float | None
+    temperature: float
+    batch_size: int
+    queue: DeferralQueue
+    requests: object = None  # openvino.AsyncInferQueue
+    worker: threading.Thread | None = None
+    submit_lock: threading.Lock = field(default_factory=threading.Lock)  # streams and the worker share `requests`
+
+    def submit(self, inputs: dict, userdata) -> None:
+        with self.submit_lock:
+            self.requests.start_async(inputs, userdata)
+
+
+def running_tiers(thresholds: Sequence[float | None]) -> list[int]:
+    """Indices of the tiers that run: a tier with a threshold above 1 is skipped (it would defer everything),
+    and one with threshold 0 answers everything, so none after it runs. The last tier always answers."""
+    running = []
+    for index, threshold in enumerate(thresholds):
+        last = index == len(thresholds) - 1
+        if not last and threshold > 1.0:
+            continue
+        running.append(index)
+        if last or threshold <= 0.0:
+            break
+    return running
+
+
+class Cascade:
+    """A cascade of N >= 2 tiers on OpenVINO. Safe to share between threads.
+
+    Use `Cascade.from_dir(path)`; `predict`, `predict_iter`, `submit`, `submit_many` and `predict_async` all
+    run on the same asynchronous pipeline. Close it (or use it as a context manager) to stop the workers.
+    """
+
+    def __init__(self, tiers: Sequence[Tier], config: CascadeConfig, *, directory: Path | None = None, profile_note: str | None = None):
         self.config = config.validate()
+        if len(tiers) != config.num_tiers:
+            raise TangoEdgeError(f"{len(tiers)} tier models for a config of {config.num_tiers} tiers")
+        for tier, tier_config in zip(tiers[1:], config.tiers[1:]):
+            if tier.labels != tiers[0].labels:
+                raise TangoEdgeError(f"the tiers disagree on labels: {config.tiers[0].dir} {tiers[0].labels} vs {tier_config.dir} {tier.labels}")
+        self.tiers = list(tiers)
         self.directory = directory
         self.profile_note = profile_note
-        self.labels = tier1.labels
-        self.shared_tokenizer = tier1.encoder.fingerprint == tier2.encoder.fingerprint
-        self.uses_tier1 = config.threshold <= 1.0
-        self.uses_tier2 = config.threshold > 0.0
-        self._stats = RunStats()
+        self.labels = tiers[0].labels
+        self.pair_task = config.is_pair_task
+        self._stats = RunStats(config.num_tiers)
         self._instances: dict[int, _Instance] = {}
         self._ids = itertools.count()
-        self._tier1_lock = threading.Lock()  # producers in several threads share one AsyncInferQueue
-        self._deferrals = DeferralQueue(DEFERRAL_CAPACITY, config.tier2_batch_size, int(config.max_wait_ms * 1000))
+        wait_us = int(config.max_wait_ms * 1000)
+        self._online_wait_us = max(1, wait_us)  # online inputs always have a deadline (0 would mean "until flushed")
+        self.stages: list[Stage] = []
+        running = running_tiers([t.threshold for t in config.tiers])
+        for position, index in enumerate(running):
+            tier_config = config.tiers[index]
+            last = position == len(running) - 1
+            self.stages.append(Stage(position, index, tiers[index], None if last else tier_config.threshold, tier_config.temperature, config.batch_size(index), DeferralQueue(QUEUE_CAPACITY, config.batch_size(index), wait_us)))
         # Compile up front, so a bad model fails here and not inside a worker.
-        self._tier1_requests = tier1.request_queue(self._on_tier1_done) if self.uses_tier1 else None
-        self._tier2_requests = tier2.request_queue(self._on_tier2_done) if self.uses_tier2 else None
+        for stage in self.stages:
+            stage.requests = stage.tier.request_queue(self._on_batch_done)
         self._closed = False
-        self._worker = threading.Thread(target=self._tier2_loop, name="tango-edge-tier2", daemon=True)
-        self._worker.start()
+        for stage in self.stages:
+            stage.worker = threading.Thread(target=self._stage_loop, args=(stage,), name=f"tango-edge-tier{stage.tier_index + 1}", daemon=True)
+            stage.worker.start()
 
     @classmethod
     def from_dir(
@@ -225,17 +320,19 @@ class Cascade:
         path: str | Path,
         *,
         threshold: float | None = None,
-        tier1_batch_size: int | None = None,
-        tier2_batch_size: int | None = None,
+        thresholds: Sequence[float] | None = None,
+        batch_sizes: Sequence[int] | None = None,
         max_wait_ms: float | None = None,
         device: str = "CPU",
         use_profile: bool = True,
         **overrides,
     ) -> "Cascade":
-        """Load a cascade folder (tier1/, tier2/, cascade.json).
+        """Load a cascade folder (cascade.json and one folder per tier).
 
-        The threshold comes from cascade.json and batch sizes from this machine's autotune profile, unless
-        given here. Raises TangoEdgeError for a missing or broken folder.
+        Thresholds come from cascade.json and batch sizes from this machine's autotune profile, unless given
+        here: `threshold` sets the first tier's, `thresholds` every tier's but the last. Other keywords
+        override CascadeConfig fields (`sort_window`, `tokenizer`, `streams=[...]`, `temperatures=[...]`).
+        Raises TangoEdgeError for a missing or broken folder.
         """
         from .profile import apply_profile
 
@@ -246,12 +343,9 @@ class Cascade:
         note = None
         if use_profile:
             config, note = apply_profile(config, directory, device)
-        config = config.replace(threshold=threshold, tier1_batch_size=tier1_batch_size, tier2_batch_size=tier2_batch_size, max_wait_ms=max_wait_ms, **overrides)
-        tiers = [
-            Tier(directory / name, max_length=config.max_length, device=device, streams=streams, inference_precision=config.inference_precision, tokenizer=config.tokenizer)
-            for name, streams in (("tier1", config.tier1_streams), ("tier2", config.tier2_streams))
-        ]
-        return cls(*tiers, config, directory=directory, profile_note=note)
+        config = config.replace(threshold=threshold, thresholds=thresholds, batch_sizes=batch_sizes, max_wait_ms=max_wait_ms, **overrides)
+        tiers = [Tier(directory / t.dir, max_length=config.max_length, device=device, streams=t.streams, inference_precision=config.inference_precision, tokenizer=config.tokenizer) for t in config.tiers]
+        return cls(tiers, config, directory=directory, profile_note=note)
 
     # ---- public API -------------------------------------------------------------------------------
 
@@ -265,38 +359,46 @@ class Cascade:
         return PredictionStream(self, texts)
 
     def submit(self, text) -> Future:
-        """Start one online request; the Future resolves to its Prediction.
+        """Queue one online request; the Future resolves to its Prediction.
 
-        A deferred request waits at most `max_wait_ms` for its tier-2 batch to fill.
+        Concurrent requests share batches: at every stage an input waits at most `max_wait_ms` for its
+        batch to fill.
         """
-        self._check_open()
-        future: Future = Future()
-        self._start([text], _FutureSink(future, max(1, int(self.config.max_wait_ms * 1000))))
-        return future
+        return self._submit([text], single=True)
+
+    def submit_many(self, texts: Sequence) -> Future:
+        """Queue a group of online inputs; the Future resolves to their Predictions, in input order."""
+        return self._submit(list(texts), single=False)
+
+    async def predict_async(self, texts: Sequence) -> list[Prediction]:
+        """`submit_many` for asyncio code: awaits the answers without blocking the event loop."""
+        return await asyncio.wrap_future(self.submit_many(texts))
 
     def stats(self) -> dict:
         """Run statistics since creation or the last `reset_stats()`."""
-        summary = self._stats.summary(self._deferrals.wait_summary())
-        summary["threshold"] = self.config.threshold
-        summary["tier1_batch_size"] = self.config.tier1_batch_size
-        summary["tier2_batch_size"] = self.config.tier2_batch_size
+        waits = [{} for _ in self.tiers]
+        for stage in self.stages:
+            waits[stage.tier_index] = stage.queue.wait_summary()
+        summary = self._stats.summary(waits)
+        summary["thresholds"] = self.config.thresholds
+        summary["threshold"] = self.config.tiers[0].threshold
+        summary["batch_sizes"] = self.config.batch_sizes
         return summary
 
     def reset_stats(self) -> None:
         self._stats.reset()
-        self._deferrals.reset_wait_summary()  # deferral_wait_ms is part of the stats too
+        for stage in self.stages:
+            stage.queue.reset_wait_summary()  # queue waits are part of the stats too
 
     def close(self) -> None:
-        """Finish what is queued and stop the tier-2 worker."""
+        """Finish what is queued, stage after stage, and stop the workers."""
         if self._closed:
             return
         self._closed = True
-        if self._tier1_requests is not None:
-            self._tier1_requests.wait_all()
-        self._deferrals.close()
-        self._worker.join()
-        if self._tier2_requests is not None:
-            self._tier2_requests.wait_all()
+        for stage in self.stages:  # each stage drains into the next before that one is closed
+            stage.queue.close()
+            stage.worker.join()
+            stage.requests.wait_all()
 
     def __enter__(self) -> "Cascade":
         return self
@@ -306,149 +408,178 @@ class Cascade:
 
     def describe(self) -> dict:
         """Models, inputs and settings in use (for `tango-edge info`)."""
+        running = {stage.tier_index for stage in self.stages}
         return {
             "directory": str(self.directory) if self.directory else None,
             "labels": self.labels,
-            "shared_tokenizer": self.shared_tokenizer,
-            "config": asdict(self.config),
+            "pair_task": self.pair_task,
+            "config": self.config.to_dict(keep_machine_fields=True),
             "profile": self.profile_note or "tuned profile in use",
-            "tiers": {
-                name: {
+            "tiers": [
+                {
+                    "tier": index + 1,
                     "folder": str(tier.folder),
+                    "threshold": self.config.tiers[index].threshold,
+                    "temperature": self.config.tiers[index].temperature,
+                    "batch_size": self.config.batch_size(index),
+                    "runs": index in running,
                     "inputs": tier.input_names,
                     "tokenizer": tier.encoder.backend,
+                    "shares_tokens_with_previous": index > 0 and tier.encoder.fingerprint == self.tiers[index - 1].encoder.fingerprint,
                     "streams": tier.streams or "auto",
                     "model_size_mb": round((tier.folder / "openvino_model.bin").stat().st_size / 1e6, 2),
                 }
-                for name, tier in (("tier1", self.tier1), ("tier2", self.tier2))
-            },
+                for index, tier in enumerate(self.tiers)
+            ],
         }
 
-    # ---- pipeline ---------------------------------------------------------------------------------
+    # ---- intake -----------------------------------------------------------------------------------
 
     def _check_open(self) -> None:
         if self._closed:
             raise TangoEdgeError("this Cascade is closed")
 
-    def _start(self, items: list, sink: _Sink) -> None:
-        """Accept a window of inputs: answer bad ones at once, tokenize the rest, start tier-1 batches."""
+    def _accept(self, items: list, sink: _Sink, base: int) -> list[int]:
+        """Answer bad inputs at once; tokenize the rest for the first stage. Returns the new instance ids."""
         self._check_open()  # a stream made before close() must raise, not wait forever for a closed queue
-        base = getattr(sink, "accepted", 0)
-        if isinstance(sink, _OrderedSink):
-            sink.accepted += len(items)
         texts, indices, failures = [], [], []
         for offset, item in enumerate(items):
-            text, error = check_text(item)
+            text, error = check_text(item, self.pair_task)
             if error is None:
                 texts.append(text)
                 indices.append(base + offset)
             else:
                 failures.append((base + offset, Prediction(None, None, None, error=error)))
         if failures:
-            self._stats.add(errors=len(failures))
+            self._stats.add_errors(len(failures))
             sink.deliver(failures)
         if not texts:
-            return
+            return []
         self._stats.mark_started()
-        encoded = self.tier1.encoder.encode(texts)
+        encoder = self.stages[0].tier.encoder
+        encoded = encoder.encode(texts)
         started = now_ns()
-        keep_text = not self.shared_tokenizer
         ids = []
         for k, enc in enumerate(encoded):
             iid = next(self._ids)
-            self._instances[iid] = _Instance(sink, indices[k], enc, texts[k] if keep_text else None, started)
+            self._instances[iid] = _Instance(sink, indices[k], texts[k], enc, encoder.fingerprint, started)
             ids.append(iid)
-        truncated = sum(enc.truncated for enc in encoded)
-        if truncated:
-            self._stats.add(truncated=truncated)
-        order = sorted(range(len(ids)), key=lambda k: len(encoded[k]))
-        if not self.uses_tier1:  # threshold above 1: everything goes to tier 2, in length order to cut padding
-            self._defer([ids[k] for k in order], sink)
+        return ids
+
+    def _start_window(self, items: list, sink: _OrderedSink) -> None:
+        """A stream's window: length-sorted batches started on the first stage directly."""
+        base = sink.accepted
+        sink.accepted += len(items)
+        ids = self._accept(items, sink, base)
+        if not ids:
             return
-        size = self.config.tier1_batch_size
-        for start in range(0, len(order), size):
-            rows = order[start : start + size]
-            inputs = self.tier1.inputs([encoded[k] for k in rows])
-            if isinstance(sink, _OrderedSink):
-                sink.tier1_started()
-            with self._tier1_lock:
-                self._tier1_requests.start_async(inputs, ([ids[k] for k in rows], sink, now_ns()))
+        ids.sort(key=lambda iid: len(self._instances[iid].encoded))
+        stage = self.stages[0]
+        sink.moved(None, 0, len(ids))
+        for start in range(0, len(ids), stage.batch_size):
+            self._run(stage, ids[start : start + stage.batch_size])
 
-    def _on_tier1_done(self, request, userdata) -> None:
-        ids, sink, started = userdata
-        try:
-            finished = now_ns()
-            self._stats.tier1_batch_time.record(finished - started)
-            self._stats.add(tier1_batches=1, tier1_items=len(ids))
-            logits = request.get_output_tensor(0).data
-            probs = softmax(logits / self.config.temperature)
-            confidence = probs.max(axis=1)
-            keep = confidence >= self.config.threshold
-            answer_ids = [iid for iid, k in zip(ids, keep) if k]
-            if answer_ids:
-                labels = probs.argmax(axis=1)[keep]
-                self._answer(answer_ids, labels, confidence[keep], 1, finished)
-            deferred = [iid for iid, k in zip(ids, keep) if not k]
-            if deferred:
-                self._defer(deferred, sink)
-        except BaseException as exc:  # never leave a caller waiting on a lost batch
-            self._fail(ids, exc)
-        finally:
-            sink.tier1_done()
+    def _submit(self, items: list, single: bool) -> Future:
+        self._check_open()
+        future: Future = Future()
+        sink = _FutureSink(future, len(items), self._online_wait_us, single)
+        if not items:
+            future.set_result([])
+            return future
+        ids = self._accept(items, sink, 0)
+        if ids:
+            self._push(self.stages[0], ids, sink)
+        return future
 
-    def _tier2_loop(self) -> None:
+    # ---- stages -----------------------------------------------------------------------------------
+
+    def _push(self, stage: Stage, ids: list[int], sink: _Sink) -> None:
+        """Queue ids for a stage; once the queue is closed (close() raced this request), answer them with an error."""
+        if not stage.queue.push_many(ids, sink.wait_us):
+            self._fail(ids, None, "this Cascade is closed", stage.position)
+
+    def _stage_loop(self, stage: Stage) -> None:
         while True:
-            batch = self._deferrals.pop_batch()
+            batch = stage.queue.pop_batch()
             if batch is None:
                 continue
             if not batch:  # closed and drained
                 return
-            try:
-                instances = [self._instances[iid] for iid in batch]
-                if self.shared_tokenizer:
-                    encoded = [inst.encoded for inst in instances]
-                else:
-                    encoded = self.tier2.encoder.encode([inst.text for inst in instances])
-                self._tier2_requests.start_async(self.tier2.inputs(encoded), (batch, now_ns()))  # only this thread submits
-            except BaseException as exc:
-                self._fail(batch, exc)
+            self._run(stage, batch)
 
-    def _on_tier2_done(self, request, userdata) -> None:
-        ids, started = userdata
+    def _run(self, stage: Stage, ids: list[int]) -> None:
+        """Start one request of `stage` on these instances (tokenizing them for it if its tokenizer differs)."""
+        try:
+            instances = [self._instances[iid] for iid in ids]
+            encoder = stage.tier.encoder
+            stale = [inst for inst in instances if inst.fingerprint != encoder.fingerprint]
+            if stale:
+                for inst, enc in zip(stale, encoder.encode([inst.text for inst in stale])):
+                    inst.encoded, inst.fingerprint = enc, encoder.fingerprint
+            stage.submit(stage.tier.inputs([inst.encoded for inst in instances]), (stage, ids, now_ns()))
+        except BaseException as exc:
+            self._fail(ids, exc, None, stage.position)
+
+    def _on_batch_done(self, request, userdata) -> None:
+        """The one completion handler: answer the confident inputs, pass the others to the next stage."""
+        stage, ids, started = userdata
         try:
             finished = now_ns()
-            self._stats.tier2_batch_time.record(finished - started)
-            self._stats.add(tier2_batches=1, tier2_items=len(ids))
-            probs = softmax(request.get_output_tensor(0).data)
-            self._answer(ids, probs.argmax(axis=1), probs.max(axis=1), 2, finished)
-        except BaseException as exc:
-            self._fail(ids, exc)
+            logits = request.get_output_tensor(0).data
+            probs = softmax(logits / stage.temperature)  # float32, exactly as calibrate computes it
+            confidence = probs.max(axis=1)
+            labels = probs.argmax(axis=1)
+            if stage.threshold is None:
+                keep = np.ones(len(ids), dtype=bool)
+            else:
+                keep = confidence >= stage.threshold
+            answered = int(keep.sum())
+            self._stats.record_batch(stage.tier_index, len(ids), answered, finished - started)
+            if answered:
+                self._answer([iid for iid, k in zip(ids, keep) if k], labels[keep], confidence[keep], stage, finished)
+            if answered < len(ids):
+                self._defer([iid for iid, k in zip(ids, keep) if not k], stage)
+        except BaseException as exc:  # never leave a caller waiting on a lost batch
+            self._fail(ids, exc, None, stage.position)
 
-    def _answer(self, ids: list[int], labels: np.ndarray, scores: np.ndarray, tier: int, finished: int) -> None:
+    def _answer(self, ids: list[int], labels: np.ndarray, scores: np.ndarray, stage: Stage, finished: int) -> None:
         by_sink: dict[int, tuple[_Sink, list]] = {}
-        latencies = []
+        latencies, truncated = [], 0
         for iid, label, score in zip(ids, labels.tolist(), scores.tolist()):
             inst = self._instances.pop(iid)
             latencies.append(finished - inst.started_ns)
+            truncated += bool(inst.encoded.truncated)  # by the answering tier's tokenizer
             entry = by_sink.setdefault(id(inst.sink), (inst.sink, []))
-            entry[1].append((inst.index, Prediction(self.labels[label], score, tier, truncated=inst.encoded.truncated)))
+            entry[1].append((inst.index, Prediction(self.labels[label], score, stage.tier_index + 1, truncated=bool(inst.encoded.truncated))))
         self._stats.latency.record_many(latencies)
-        self._stats.add(**{f"tier{tier}_answers": len(ids)})
+        if truncated:
+            self._stats.add_truncated(truncated)
         self._stats.mark_answered(finished)
         for sink, answers in by_sink.values():
             sink.deliver(answers)
+            sink.moved(stage.position, None, len(answers))
 
-    def _defer(self, ids: list[int], sink: _Sink) -> None:
-        """Queue ids for tier 2; once the queue is closed (close() raced this request), answer them with an error."""
-        if not self._deferrals.push_many(ids, sink.wait_us):
-            self._fail(ids, None, "this Cascade is closed")
+    def _defer(self, ids: list[int], stage: Stage) -> None:
+        """Pass ids on to the next stage's queue, grouped by sink (each sink has its own deadline)."""
+        following = self.stages[stage.position + 1]
+        by_sink: dict[int, tuple[_Sink, list]] = {}
+        for iid in ids:
+            sink = self._instances[iid].sink
+            by_sink.setdefault(id(sink), (sink, []))[1].append(iid)
+        for sink, group in by_sink.values():
+            sink.moved(None, following.position, len(group))  # counted there before it leaves here: no flush sees a gap
+            self._push(following, group, sink)
+            sink.moved(stage.position, None, len(group))
 
-    def _fail(self, ids: list[int], exc: BaseException | None, message: str | None = None) -> None:
+    def _fail(self, ids: list[int], exc: BaseException | None, message: str | None, position: int) -> None:
         if exc is not None:
             log.error("tango-edge: inference failed for %d inputs: %r", len(ids), exc)
         message = message or f"inference failed: {exc}"
+        failed = 0
         for iid in ids:
             inst = self._instances.pop(iid, None)
             if inst is not None:
+                failed += 1
                 inst.sink.deliver([(inst.index, Prediction(None, None, None, error=message))])
-        self._stats.add(errors=len(ids))
+                inst.sink.moved(position, None, 1)
+        self._stats.add_errors(failed)

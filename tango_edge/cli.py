@@ -20,6 +20,8 @@ from .errors import TangoEdgeError
 EXAMPLES = """examples:
   tango-edge run --input reviews.txt                      # shipped SST-2 cascade, JSON lines on stdout
   tango-edge run --input reviews.txt --output out.jsonl --threshold 0.8 --json
+  tango-edge run --models three_tiers/ --input reviews.txt --thresholds 0.7,0.9
+  tango-edge run --models models/mrpc --input pairs.tsv  # pair task: two tab-separated texts a line
   tango-edge info
   tango-edge autotune                                     # once per machine: tune batch sizes
   tango-edge calibrate --data dev.tsv --target 0.99 --plots plots/
@@ -43,8 +45,16 @@ def threshold_arg(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0 (0 = tier 1 only, above 1 = tier 2 only)")
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number >= 0 (0 = answer everything at that tier, above 1 = skip it)")
     return value
+
+
+def thresholds_arg(text: str) -> list[float]:
+    return [threshold_arg(part.strip()) for part in text.split(",")]
+
+
+def batch_sizes_arg(text: str) -> list[int]:
+    return [positive_int(part.strip()) for part in text.split(",")]
 
 
 def positive_int(text: str) -> int:
@@ -63,12 +73,12 @@ def share_arg(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
     if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1], e.g. 0.99 for 99% of tier 2's metric")
+        raise argparse.ArgumentTypeError(f"{text!r} must be in (0, 1], e.g. 0.99 for 99% of the last tier's metric")
     return value
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="tango-edge", description="Two-tier cascaded text classification on Intel CPUs (OpenVINO).", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog="tango-edge", description="Cascaded text classification on Intel CPUs (OpenVINO): cheap tiers answer what they are sure of.", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add_models(p):
@@ -76,12 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default="CPU", help="OpenVINO device (default: CPU)")
 
     run = sub.add_parser("run", help="classify every line of a text file", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    run.add_argument("--input", required=True, help="text file, one input per line ('-' for stdin)")
+    run.add_argument("--input", required=True, help="text file, one input per line ('-' for stdin); for a pair task, two texts separated by a tab")
     run.add_argument("--output", default=None, help="write JSON lines here instead of stdout")
     add_models(run)
-    run.add_argument("--threshold", type=threshold_arg, default=None, help="defer below this tier-1 confidence (default: cascade.json)")
-    run.add_argument("--tier1-batch-size", type=positive_int, default=None)
-    run.add_argument("--tier2-batch-size", type=positive_int, default=None)
+    run.add_argument("--threshold", type=threshold_arg, default=None, help="the first tier's threshold: defer below this confidence (default: cascade.json)")
+    run.add_argument("--thresholds", type=thresholds_arg, default=None, help="every tier's threshold but the last's, comma-separated (0 = answer all there, above 1 = skip the tier)")
+    run.add_argument("--batch-sizes", type=batch_sizes_arg, default=None, help="one batch size per tier, comma-separated (default: the autotune profile)")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON (on stderr)")
     run.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
 
@@ -95,10 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--quick", action="store_true", help="3 small batch sizes, automatic streams only, tiny passes: a smoke run for tests, not a tuning")
     tune.add_argument("--json", action="store_true", help="print the profile as JSON on stdout instead of the table")
 
-    cal = sub.add_parser("calibrate", help="choose the threshold on labelled data; print the paper's tables")
+    cal = sub.add_parser("calibrate", help="choose the thresholds on labelled data; print the paper's tables")
     add_models(cal)
     cal.add_argument("--data", required=True, help="labelled TSV file (header row; columns from cascade.json)")
-    cal.add_argument("--target", type=share_arg, default=0.99, help="share of tier 2's metric to keep, in (0, 1] (default 0.99)")
+    cal.add_argument("--target", type=share_arg, default=0.99, help="share of the last tier's metric to keep, in (0, 1] (default 0.99)")
     cal.add_argument("--json", dest="json_out", default=None, help="write all results to this JSON file")
     cal.add_argument("--plots", default=None, help="save the figures (PNG) in this folder (needs matplotlib)")
     cal.add_argument("--no-write", action="store_true", help="do not update cascade.json")
@@ -218,7 +228,9 @@ def run_command(args) -> int:
         out.write(json.dumps(prediction.to_dict()) + "\n")
         written += 1
 
-    with load_cascade(args, threshold=args.threshold, tier1_batch_size=args.tier1_batch_size, tier2_batch_size=args.tier2_batch_size) as cascade:
+    if args.threshold is not None and args.thresholds is not None:
+        raise TangoEdgeError("give --threshold (the first tier's) or --thresholds (all of them), not both")
+    with load_cascade(args, threshold=args.threshold, thresholds=args.thresholds, batch_sizes=args.batch_sizes) as cascade:
         # Installed once the models loaded, so the `finally` that restores the handlers always runs.
         interrupt = _Interrupt()
         previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -258,12 +270,14 @@ def run_command(args) -> int:
 
 def format_summary(s: dict) -> str:
     lat = s["latency_ms"]
+    thresholds = ", ".join(f"{t:g}" for t in s["thresholds"])
+    tiers = ", ".join(
+        f"tier {t['tier']}: {t['answers']} answers, {t['batches']} batches (mean {t['mean_batch_size']:.1f})" for t in s["tiers"] if t["items"]
+    )
     return (
         f"{s['count']} lines: {s['answered']} answered, {s['errors']} errors, {s['truncated']} truncated; "
-        f"deferred {s['deferred']} ({100 * s['deferral_rate']:.1f}%) at threshold {s['threshold']:g}\n"
-        f"throughput {s['throughput_per_s']:.1f}/s over {s['seconds']:.2f} s; "
-        f"tier 1: {s['tier1']['batches']} batches (mean {s['tier1']['mean_batch_size']:.1f}), "
-        f"tier 2: {s['tier2']['batches']} batches (mean {s['tier2']['mean_batch_size']:.1f}); "
+        f"deferred {s['deferred']} ({100 * s['deferral_rate']:.1f}%) past the first tier, thresholds {thresholds}\n"
+        f"throughput {s['throughput_per_s']:.1f}/s over {s['seconds']:.2f} s; {tiers or 'no batches'}; "
         f"latency p50 {lat.get('p50_ms', 0):.1f} ms, p95 {lat.get('p95_ms', 0):.1f} ms, p99 {lat.get('p99_ms', 0):.1f} ms"
     )
 
@@ -285,11 +299,14 @@ def info_command(args) -> int:
         print(json.dumps(info, indent=2))
         return 0
     cfg = info["config"]
-    print(f"cascade   {info['directory']}  task={cfg['task']} labels={info['labels']}")
-    print(f"threshold {cfg['threshold']:g}  temperature {cfg['temperature']:g}  max_length {cfg['max_length']}  shared tokenizer: {info['shared_tokenizer']}")
-    print(f"batch     tier1 {cfg['tier1_batch_size']}  tier2 {cfg['tier2_batch_size']}  ({info['profile']})")
-    for name, tier in info["tiers"].items():
-        print(f"{name}     {tier['folder']}  inputs {tier['inputs']}  tokenizer {tier['tokenizer']}  streams {tier['streams']}  {tier['model_size_mb']} MB")
+    kind = "pairs" if info["pair_task"] else "single texts"
+    print(f"cascade   {info['directory']}  task={cfg['task']} ({kind}, metric {cfg['metric']}) labels={info['labels']}  max_length {cfg['max_length']}")
+    print(f"batches   {info['profile']}")
+    for tier in info["tiers"]:
+        routing = "answers all that reach it" if tier["threshold"] is None else f"threshold {tier['threshold']:g} temperature {tier['temperature']:g}"
+        shared = ", tokens shared with the tier before" if tier["shares_tokens_with_previous"] else ""
+        skipped = "" if tier["runs"] else "  (not run at these thresholds)"
+        print(f"tier {tier['tier']}    {tier['folder']}  {routing}  batch {tier['batch_size']}  streams {tier['streams']}  inputs {tier['inputs']}  tokenizer {tier['tokenizer']}{shared}  {tier['model_size_mb']} MB{skipped}")
     print(f"device    {info['device']['name']}  [{', '.join(info['device']['capabilities'])}]  OpenVINO {info['openvino']}")
     return 0
 

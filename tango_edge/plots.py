@@ -31,17 +31,21 @@ def _figure(width: float = 6.0, height: float = 4.2):
 
 
 def metric_vs_speedup(results: dict, path: Path) -> Path:
-    """Fig. 2: the task metric against the speedup over tier 2 alone, for random, cascade and oracle routing."""
+    """Fig. 2: the task metric against the speedup over the last tier alone, for random, cascade and oracle routing."""
     sweep, metric = results["sweep"], results["metric"]
     speedups = [row["speedup"] for row in sweep]
     figure, axes = _figure()
     for key, label, style in (("random_metric", "random", ":"), ("metric", "cascade (confidence)", "-"), ("oracle_metric", "oracle", "--")):
         axes.plot(speedups, [row[key] for row in sweep], style, label=label)
+    search = results.get("search")
+    if search:
+        points = search["frontier"]
+        axes.plot([p["speedup"] for p in points], [p["metric"] for p in points], "-.", label=f"{len(results['tiers'])}-tier cascade (frontier)")
     for target in (0.99, 0.98):
-        axes.axhline(target * results["tier2_metric"], color="grey", linewidth=0.6)
-    axes.set_xlabel("speedup over tier 2 alone (tuned batch sizes)")
+        axes.axhline(target * results["last_metric"], color="grey", linewidth=0.6)
+    axes.set_xlabel("speedup over the last tier alone (tuned batch sizes)")
     axes.set_ylabel(metric)
-    axes.set_title("metric vs speedup (grey: 99% / 98% of tier 2)")
+    axes.set_title("metric vs speedup (grey: 99% / 98% of the last tier)")
     axes.legend()
     figure.savefig(path, dpi=120)
     return path
@@ -50,13 +54,13 @@ def metric_vs_speedup(results: dict, path: Path) -> Path:
 def throughput_vs_metric(results: dict, path: Path) -> Path:
     """Fig. 3: predicted cascade throughput against the metric, at batch size 1 and at the tuned sizes."""
     sweep, metric = results["sweep"], results["metric"]
-    tuned = results["costs"]["tuned"]
+    sizes = results["costs"]["tuned"]["batch_sizes"]
     figure, axes = _figure()
     x = [row["metric"] for row in sweep]
     axes.plot(x, [row["throughput_batch1"] for row in sweep], label="cascade, batch size 1")
-    axes.plot(x, [row["throughput_tuned"] for row in sweep], label=f"cascade, batch sizes {tuned['tier1_batch_size']}/{tuned['tier2_batch_size']}")
-    for name, style, label in (("batch1", ":", "tier 2 alone, batch size 1"), ("tuned", "--", "tier 2 alone, tuned")):
-        axes.axhline(results["table3"][name]["tier2_alone"], linestyle=style, color="grey", linewidth=0.8, label=label)
+    axes.plot(x, [row["throughput_tuned"] for row in sweep], label=f"cascade, batch sizes {sizes[0]}/{sizes[-1]}")
+    for name, style, label in (("batch1", ":", "last tier alone, batch size 1"), ("tuned", "--", "last tier alone, tuned")):
+        axes.axhline(results["table3"][name]["last_alone"], linestyle=style, color="grey", linewidth=0.8, label=label)
     axes.set_yscale("log")
     axes.set_xlabel(metric)
     axes.set_ylabel("instances / s (log scale)")
@@ -67,7 +71,7 @@ def throughput_vs_metric(results: dict, path: Path) -> Path:
 
 
 def fixes_heatmap(results: dict, path: Path) -> Path:
-    """Fig. 4: per tier-1 confidence decile, tier-1 errors fixed by tier 2 and correct answers it broke."""
+    """Fig. 4: per tier-1 confidence decile, tier-1 errors fixed by the last tier and correct answers it broke."""
     deciles = results["deciles"]
     grid = [deciles["fixed"], deciles["broken"]]
     figure, axes = _figure(8.0, 2.8)
@@ -75,7 +79,7 @@ def fixes_heatmap(results: dict, path: Path) -> Path:
     for row, values in enumerate(grid):
         for col, value in enumerate(values):
             axes.text(col, row, str(value), ha="center", va="center", color="white" if value < max(map(max, grid)) / 2 else "black")
-    axes.set_yticks([0, 1], labels=["fixed by tier 2", "broken by tier 2"])
+    axes.set_yticks([0, 1], labels=["fixed by last tier", "broken by last tier"])
     axes.set_xticks(range(len(deciles["fixed"])), labels=[str(i + 1) for i in range(len(deciles["fixed"]))])
     axes.set_xlabel("tier-1 confidence decile (1 = least confident)")
     figure.colorbar(image, ax=axes, label="inputs")

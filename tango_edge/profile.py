@@ -15,8 +15,8 @@ from pathlib import Path
 
 from .config import CascadeConfig
 
-PROFILE_VERSION = 1
-TUNED_FIELDS = ("tier1_batch_size", "tier2_batch_size", "tier1_streams", "tier2_streams")
+PROFILE_VERSION = 2  # settings: {"tiers": [{"batch_size": ..., "streams": ...}, ...]}, one entry per tier
+TUNED_FIELDS = ("batch_size", "streams")  # per tier
 
 
 def cache_dir() -> Path:
@@ -45,9 +45,10 @@ def machine_key(device: str = "CPU") -> dict:
 
 def models_hash(directory: Path) -> str:
     digest = hashlib.sha256()
-    for tier in ("tier1", "tier2"):
+    for tier in CascadeConfig.load(directory).tiers:
+        digest.update(tier.dir.encode())
         for name in ("openvino_model.xml", "openvino_model.bin", "tokenizer.json"):
-            path = directory / tier / name
+            path = directory / tier.dir / name
             if path.is_file():
                 digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
@@ -73,9 +74,10 @@ def load_profile(directory: str | Path, device: str = "CPU") -> tuple[dict | Non
         key, settings = profile["key"], profile["settings"]
         if profile.get("version") != PROFILE_VERSION or not isinstance(key, dict) or not isinstance(settings, dict):
             raise ValueError("unknown profile layout")
-        if any(settings.get(name) is None for name in TUNED_FIELDS):
+        tiers = settings["tiers"]
+        if not isinstance(tiers, list) or any(not isinstance(t, dict) or t.get(name) is None for t in tiers for name in TUNED_FIELDS):
             raise ValueError("a tuned setting is missing")
-        CascadeConfig().replace(**{k: settings[k] for k in TUNED_FIELDS})  # validates the values
+        CascadeConfig.load(directory).replace(**tuned_overrides(settings))  # validates the values and their count
     except Exception as exc:  # noqa: BLE001 - any damage means "retune"
         return None, f"the tuning profile {path} is unreadable ({type(exc).__name__})"
     expected = expected_key(directory, device)
@@ -85,11 +87,19 @@ def load_profile(directory: str | Path, device: str = "CPU") -> tuple[dict | Non
     return profile, None
 
 
+def tuned_overrides(settings: dict) -> dict:
+    """A profile's settings as CascadeConfig.replace keywords (batch_sizes=, streams=)."""
+    tiers = settings["tiers"]
+    return {"batch_sizes": [t["batch_size"] for t in tiers], "streams": [t["streams"] for t in tiers]}
+
+
 def save_profile(directory: str | Path, settings: dict, measurements: dict, device: str = "CPU") -> Path:
+    """Store `settings` ({"tiers": [{"batch_size", "streams"}, ...]}) and the measurements behind them."""
     directory = Path(directory)
     path = profile_path(directory)
     path.parent.mkdir(parents=True, exist_ok=True)
-    profile = {"version": PROFILE_VERSION, "directory": str(directory.resolve()), "key": expected_key(directory, device), "settings": {k: settings[k] for k in TUNED_FIELDS}, "measurements": measurements}
+    tiers = [{k: t[k] for k in TUNED_FIELDS} for t in settings["tiers"]]
+    profile = {"version": PROFILE_VERSION, "directory": str(directory.resolve()), "key": expected_key(directory, device), "settings": {"tiers": tiers}, "measurements": measurements}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(profile, indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)  # atomic: a reader never sees half a profile
@@ -101,4 +111,4 @@ def apply_profile(config: CascadeConfig, directory: str | Path, device: str = "C
     profile, why_not = load_profile(directory, device)
     if profile is None:
         return config, f"{why_not}: using default batch sizes; run `tango-edge autotune --models {directory}` to tune"
-    return config.replace(**{k: profile["settings"][k] for k in TUNED_FIELDS}), None
+    return config.replace(**tuned_overrides(profile["settings"])), None

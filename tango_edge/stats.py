@@ -4,33 +4,55 @@ from __future__ import annotations
 
 import threading
 
-from ._core import LatencyRecorder, now_ns
+from ._native import LatencyRecorder, now_ns
+
+
+class TierStats:
+    """One tier's raw measurements: requests, the instances they held, the answers it gave, request times."""
+
+    def __init__(self):
+        self.batch_time = LatencyRecorder()  # per request: started -> finished
+        self.reset()
+
+    def reset(self) -> None:
+        self.batches = self.items = self.answers = 0
+        self.batch_time.reset()
 
 
 class RunStats:
     """Fed by the runtime's callbacks from any thread; `summary()` turns the raw measurements into figures."""
 
-    COUNTERS = ("tier1_answers", "tier2_answers", "errors", "truncated", "tier1_batches", "tier1_items", "tier2_batches", "tier2_items")
-
-    def __init__(self):
+    def __init__(self, num_tiers: int):
         self._lock = threading.Lock()
         self.latency = LatencyRecorder()  # per instance: accepted -> answered
-        self.tier1_batch_time = LatencyRecorder()  # per tier-1 request: started -> finished
-        self.tier2_batch_time = LatencyRecorder()
+        self.tiers = [TierStats() for _ in range(num_tiers)]
         self.reset()
 
     def reset(self) -> None:
         with self._lock:
-            self.counts = dict.fromkeys(self.COUNTERS, 0)
+            self.errors = self.truncated = 0
             self.first_ns: int | None = None
             self.last_ns: int | None = None
-        for recorder in (self.latency, self.tier1_batch_time, self.tier2_batch_time):
-            recorder.reset()
+            for tier in self.tiers:
+                tier.reset()
+        self.latency.reset()
 
-    def add(self, **increments: int) -> None:
+    def add_errors(self, count: int) -> None:
         with self._lock:
-            for name, value in increments.items():
-                self.counts[name] += value
+            self.errors += count
+
+    def add_truncated(self, count: int) -> None:
+        with self._lock:
+            self.truncated += count
+
+    def record_batch(self, tier: int, items: int, answers: int, elapsed_ns: int) -> None:
+        """Tier `tier` (0-based) ran a request of `items` instances and answered `answers` of them."""
+        stats = self.tiers[tier]
+        stats.batch_time.record(elapsed_ns)
+        with self._lock:
+            stats.batches += 1
+            stats.items += items
+            stats.answers += answers
 
     def mark_started(self) -> None:
         with self._lock:
@@ -42,28 +64,43 @@ class RunStats:
             if self.last_ns is None or when_ns > self.last_ns:
                 self.last_ns = when_ns
 
-    def summary(self, queue_wait: dict | None = None) -> dict:
+    def summary(self, queue_waits: list[dict] | None = None) -> dict:
+        """Counts, the share deferred past the first tier that ran, throughput, and per-tier figures.
+
+        `deferred` counts the instances tier 1 did not answer (all of them when tier 1 was skipped), and
+        `deferral_rate` is their share of the instances that entered the cascade; each tier's `reach_rate` is
+        the share of those that reached it.
+        """
         with self._lock:
-            counts = dict(self.counts)
+            tiers = [(t.batches, t.items, t.answers) for t in self.tiers]
+            errors, truncated = self.errors, self.truncated
             span_s = (self.last_ns - self.first_ns) / 1e9 if self.first_ns and self.last_ns else 0.0
-        answered = counts["tier1_answers"] + counts["tier2_answers"]
-        total = answered + counts["errors"]
-        deferred = counts["tier2_items"]
+        answered = sum(answers for _, _, answers in tiers)
+        total = answered + errors
+        first_items = next((items for _, items, _ in tiers if items), 0)  # entered the cascade
+        deferred = first_items - tiers[0][2]
+        waits = queue_waits or [{}] * len(tiers)
         return {
             "count": total,
             "answered": answered,
-            "errors": counts["errors"],
-            "truncated": counts["truncated"],
+            "errors": errors,
+            "truncated": truncated,
             "deferred": deferred,
-            "deferral_rate": deferred / counts["tier1_items"] if counts["tier1_items"] else (1.0 if deferred else 0.0),
+            "deferral_rate": deferred / first_items if first_items else 0.0,
             "seconds": span_s,
             "throughput_per_s": answered / span_s if span_s > 0 else 0.0,
-            "tier1": _tier_summary(counts["tier1_batches"], counts["tier1_items"], self.tier1_batch_time),
-            "tier2": _tier_summary(counts["tier2_batches"], counts["tier2_items"], self.tier2_batch_time),
+            "tiers": [
+                {
+                    "tier": index + 1,
+                    "batches": batches,
+                    "items": items,
+                    "answers": answers,
+                    "reach_rate": items / first_items if first_items else 0.0,
+                    "mean_batch_size": items / batches if batches else 0.0,
+                    "batch_time_ms": self.tiers[index].batch_time.summary(),
+                    "queue_wait_ms": waits[index],
+                }
+                for index, (batches, items, answers) in enumerate(tiers)
+            ],
             "latency_ms": self.latency.summary(),
-            "deferral_wait_ms": queue_wait or {},
         }
-
-
-def _tier_summary(batches: int, items: int, recorder) -> dict:
-    return {"batches": batches, "items": items, "mean_batch_size": items / batches if batches else 0.0, "batch_time_ms": recorder.summary()}

@@ -32,6 +32,63 @@ class Encoded:
         return len(self.ids)
 
 
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """What the runtime and the scripts need to know of a tokenizer, read from its files, not guessed from names.
+
+    pad_id: from the model's config.json (`pad_token_id`), else tokenizer.json's padding, else 0.
+    special_ids: every special added token's id.
+    single_bounds: (first, last) ids of a single text's template when it is exactly one special token, the
+        text, one special token (BERT's [CLS] A [SEP], RoBERTa's and MPNet's <s> A </s>); else None.
+    """
+
+    pad_id: int
+    special_ids: frozenset[int]
+    single_bounds: tuple[int, int] | None
+
+
+def read_spec(tokenizer_json: dict, model_config: dict | None = None) -> TokenizerSpec:
+    """The TokenizerSpec of a parsed tokenizer.json and (optionally) the model's parsed config.json."""
+    pad_id = (model_config or {}).get("pad_token_id")
+    if not isinstance(pad_id, int):
+        pad_id = (tokenizer_json.get("padding") or {}).get("pad_id")
+    if not isinstance(pad_id, int):
+        pad_id = 0
+    specials = frozenset(t["id"] for t in tokenizer_json.get("added_tokens") or [] if t.get("special"))
+    return TokenizerSpec(pad_id, specials, _single_bounds(tokenizer_json.get("post_processor") or {}))
+
+
+def read_spec_files(folder: str | Path) -> TokenizerSpec:
+    """read_spec of a folder's tokenizer.json and config.json (the latter optional)."""
+    folder = Path(folder)
+    config_path = folder / CONFIG_FILE
+    config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else None
+    return read_spec(json.loads((folder / TOKENIZER_FILE).read_text(encoding="utf-8")), config)
+
+
+def _single_bounds(post: dict) -> tuple[int, int] | None:
+    """(first id, last id) of a post-processor that makes <special> text <special> of a single text, else None."""
+    kind = post.get("type")
+    if kind == "Sequence":  # e.g. ByteLevel then a template: the template decides the specials
+        found = [b for b in map(_single_bounds, post.get("processors") or []) if b is not None]
+        return found[0] if len(found) == 1 else None
+    if kind in ("BertProcessing", "RobertaProcessing"):
+        return post["cls"][1], post["sep"][1]
+    if kind != "TemplateProcessing":
+        return None
+    single = post.get("single") or []
+    shape = [next(iter(piece)) for piece in single]
+    if shape != ["SpecialToken", "Sequence", "SpecialToken"]:
+        return None
+    ids = [post["special_tokens"].get(single[k]["SpecialToken"]["id"], {}).get("ids") for k in (0, 2)]
+    if not all(i is not None and len(i) == 1 for i in ids):
+        return None
+    return ids[0][0], ids[1][0]
+
+
 class TextEncoder:
     """Wraps tokenizer.json; `encode` handles single texts and (first, second) pairs.
 
@@ -39,7 +96,9 @@ class TextEncoder:
     2 cores here, against 70-650 us for a transformers tokenizer call that also pads and builds tensors.
     Given `ov_tokenizer` (the same tokenizer as an OpenVINO model), single texts go through it instead:
     about 15 us per sentence, the same ids (checked on all of SST-2). With `native`, a tokenizer.json that is
-    BERT's uncased WordPiece sends plain-ASCII single texts to the C++ core first (see native_wordpiece).
+    an uncased WordPiece (BERT's, MPNet's) sends plain-ASCII single texts to the C++ core first (see
+    native_wordpiece). Padding is never the tokenizer's (MPNet's tokenizer.json pads to 128): batches are
+    padded to their longest member.
     """
 
     def __init__(self, path: str | Path, max_length: int, ov_tokenizer: "OpenVINOTokenizer | None" = None, native: bool = False):
@@ -48,17 +107,24 @@ class TextEncoder:
         path = Path(path)
         try:
             self._tokenizer = Tokenizer.from_file(str(path))
+            spec_json = json.loads(path.read_bytes())
         except Exception as exc:  # the Rust side raises a bare Exception for bad files
             raise TangoEdgeError(f"cannot load tokenizer {path}: {exc}") from None
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length)
         self.max_length = max_length
-        # Padding is off (we pad per batch), so read the pad id from the vocabulary.
-        self.pad_id = next((i for i in map(self._tokenizer.token_to_id, ("[PAD]", "<pad>")) if i is not None), 0)
-        spec = path.read_bytes()
-        self.fingerprint = hashlib.sha256(spec).hexdigest() + f":{max_length}"
-        self.ov_tokenizer = ov_tokenizer
-        self.native = native_wordpiece(json.loads(spec)) if native else None
+        config_path = path.parent / CONFIG_FILE
+        try:
+            model_config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else None
+        except ValueError as exc:
+            raise TangoEdgeError(f"{config_path} is not valid JSON ({exc})") from None
+        self.spec = read_spec(spec_json, model_config)
+        self.pad_id = self.spec.pad_id
+        # Two tiers share tokens only when the tokenizer, its truncation and its padding agree.
+        self.fingerprint = hashlib.sha256(path.read_bytes()).hexdigest() + f":{max_length}:{self.pad_id}"
+        # The OpenVINO tokenizer is converted without truncation; _truncate re-applies it for a one-special-each-side template.
+        self.ov_tokenizer = ov_tokenizer if self.spec.single_bounds is not None else None
+        self.native = native_wordpiece(spec_json, self.spec) if native else None
 
     @property
     def backend(self) -> str:
@@ -86,58 +152,42 @@ class TextEncoder:
         return self._encode_rust(texts)
 
     def _encode_rust(self, texts: list) -> list[Encoded]:
-        return [Encoded(e.ids, e.type_ids, bool(e.overflowing)) for e in self._tokenizer.encode_batch(texts)]
+        return [Encoded(e.ids, e.type_ids if any(e.type_ids) else None, bool(e.overflowing)) for e in self._tokenizer.encode_batch(texts)]
 
     def _truncate(self, ids: np.ndarray) -> Encoded:
-        """The Rust tokenizer's truncation of one sequence: keep the first max_length - 1 ids and the last
-        (the closing special token). The OpenVINO tokenizer is converted without truncation."""
+        """The Rust tokenizer's truncation of one single text: keep the first max_length - 1 ids and the last
+        (the closing special token)."""
         if len(ids) <= self.max_length:
             return Encoded(ids, None, False)
         return Encoded(np.concatenate([ids[: self.max_length - 1], ids[-1:]]), None, True)
 
 
-def native_wordpiece(spec: dict):
-    """The C++ core's WordPiece for a tokenizer.json that is BERT's uncased pipeline (BertNormalizer with
-    lowercasing, BertPreTokenizer, WordPiece, [CLS] text [SEP]), else None.
+def native_wordpiece(spec_json: dict, spec: TokenizerSpec):
+    """The C++ core's WordPiece for a tokenizer.json that is an uncased WordPiece pipeline (BertNormalizer with
+    lowercasing, BertPreTokenizer, WordPiece, one special token each side of a single text), else None.
 
-    It tokenizes plain-ASCII texts with the same ids, and refuses the rest, which the full tokenizer then takes.
+    That covers BERT uncased and MPNet (the same vocabulary behind four added tokens, <s> text </s>). It
+    tokenizes plain-ASCII texts with the same ids, and refuses the rest, which the full tokenizer then takes.
     With it, tier 1 alone ran at 13,217/s against 10,238/s on the OpenVINO tokenizer in one run of
     scripts/bench_engine.py on SST-2 dev here (docs/sst2/bench_engine.txt).
     """
-    from ._core import WordPiece
+    from ._native import WordPiece
 
-    normalizer, model = spec.get("normalizer") or {}, spec.get("model") or {}
+    normalizer, model = spec_json.get("normalizer") or {}, spec_json.get("model") or {}
     if normalizer.get("type") != "BertNormalizer" or not normalizer.get("lowercase") or not normalizer.get("clean_text"):
         return None
-    if (spec.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer" or model.get("type") != "WordPiece":
+    if (spec_json.get("pre_tokenizer") or {}).get("type") != "BertPreTokenizer" or model.get("type") != "WordPiece":
         return None
     vocab = model.get("vocab") or {}
     if sorted(vocab.values()) != list(range(len(vocab))):
         return None
-    special = _cls_sep(spec.get("post_processor") or {})
-    if special is None or model.get("unk_token") not in vocab:
+    if spec.single_bounds is None or model.get("unk_token") not in vocab:
         return None
     tokens = [""] * len(vocab)
     for token, index in vocab.items():
         tokens[index] = token
-    added = [t["content"] for t in spec.get("added_tokens") or []]
-    return WordPiece(tokens, vocab[model["unk_token"]], *special, model.get("continuing_subword_prefix", "##"), model.get("max_input_chars_per_word", 100), added)
-
-
-def _cls_sep(post: dict) -> tuple[int, int] | None:
-    """(cls id, sep id) of a post-processor that makes [CLS] text [SEP] of a single text, else None."""
-    if post.get("type") == "BertProcessing":
-        return post["cls"][1], post["sep"][1]
-    if post.get("type") != "TemplateProcessing":
-        return None
-    single = post.get("single") or []
-    shape = [next(iter(piece)) for piece in single]
-    if shape != ["SpecialToken", "Sequence", "SpecialToken"]:
-        return None
-    ids = [post["special_tokens"].get(single[k]["SpecialToken"]["id"], {}).get("ids") for k in (0, 2)]
-    if not all(i is not None and len(i) == 1 for i in ids):
-        return None
-    return ids[0][0], ids[1][0]
+    added = [t["content"] for t in spec_json.get("added_tokens") or []]
+    return WordPiece(tokens, vocab[model["unk_token"]], *spec.single_bounds, model.get("continuing_subword_prefix", "##"), model.get("max_input_chars_per_word", 100), added)
 
 
 class OpenVINOTokenizer:

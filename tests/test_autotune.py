@@ -17,20 +17,17 @@ from tango_edge.autotune import (
     candidate_batch_sizes,
     MAX_PASS_SENTENCES,
     candidate_streams,
-    cascade_threshold,
+    cascade_thresholds,
     choose_batch_size,
     choose_setting,
     choose_streams,
     format_report,
-    measure_rounds,
     pass_size,
-    pass_texts,
     read_sample,
-    round_schedule,
-    summarize,
     tune_cascade_streams,
     within_tolerance,
 )
+from tango_edge.timing import measure_rounds, pass_texts, round_schedule, summarize
 from tango_edge.cli import main
 from tango_edge.config import CascadeConfig
 from tango_edge.tier import Tier
@@ -92,14 +89,14 @@ def test_choose_streams_keeps_the_tiers_own_choice_unless_another_is_clearly_fas
     assert choose_streams({0: 90.0, 1: 100.0, 2: 120.0}, preferred=0) == 2
 
 
-def test_tune_cascade_streams_times_each_tier2_setting_on_the_cascade(cascade_dir):
-    settings = {"tier1_batch_size": 4, "tier2_batch_size": 4, "tier1_streams": 0, "tier2_streams": 1}
-    chosen, report = tune_cascade_streams(cascade_dir, settings, read_sample(cascade_dir), [0, 1], rounds=2, device="CPU", log=lambda _: None)
-    rows = {row["tier2_streams"]: row for row in report["candidates"]}
-    assert set(rows) == {0, 1} and chosen in rows and report["tier2_streams"] == chosen
+def test_tune_cascade_streams_times_each_setting_of_a_later_tier_on_the_cascade(cascade_dir):
+    settings = {"tiers": [{"batch_size": 4, "streams": 0}, {"batch_size": 4, "streams": 1}]}
+    chosen, report = tune_cascade_streams(cascade_dir, settings, [0.8], 1, read_sample(cascade_dir), [0, 1], rounds=2, device="CPU", log=lambda _: None)
+    rows = {row["streams"]: row for row in report["candidates"]}
+    assert set(rows) == {0, 1} and chosen in rows and report["streams"] == chosen and report["tier"] == 2
     assert all(len(row["rates_per_s"]) == 2 and row["median_per_s"] > 0 for row in rows.values())
     assert chosen == choose_streams({s: row["median_per_s"] for s, row in rows.items()}, preferred=1)
-    assert 0 < report["threshold"] <= 1 and 0 <= report["deferral_rate"] <= 1
+    assert report["thresholds"] == [0.8] and 0 < report["reach_rate"] < 1
 
 
 def test_cascade_stage_defers_the_calibrated_share_of_the_sample(cascade_dir):
@@ -107,13 +104,29 @@ def test_cascade_stage_defers_the_calibrated_share_of_the_sample(cascade_dir):
     (cascade_dir / "sample.txt").write_text("\n".join(sentences(400, seed=7)) + "\n", encoding="utf-8")
     sample = read_sample(cascade_dir)
     config = CascadeConfig.load(cascade_dir)
-    tier1 = Tier(cascade_dir / "tier1", max_length=config.max_length)
-    assert cascade_threshold(config, tier1, sample, log=lambda _: None) == config.threshold
+    tiers = [Tier(cascade_dir / t.dir, max_length=config.max_length) for t in config.tiers]
+    assert cascade_thresholds(config, tiers, sample, log=lambda _: None) == config.thresholds
     for rate in (0.1, 0.4):
-        threshold = cascade_threshold(config.replace(deferral_rate=rate), tier1, sample, log=lambda _: None)
-        with Cascade.from_dir(cascade_dir, threshold=threshold, use_profile=False) as cascade:
+        thresholds = cascade_thresholds(config.replace(deferral_rates=[rate]), tiers, sample, log=lambda _: None)
+        with Cascade.from_dir(cascade_dir, thresholds=thresholds, use_profile=False) as cascade:
             cascade.predict(pass_texts(sample, MAX_PASS_SENTENCES))
             assert cascade.stats()["deferral_rate"] == pytest.approx(rate, abs=0.02)
+
+
+def test_cascade_stage_sets_each_tier_of_three_at_its_share(three_tier_cascade):
+    """Tier 1 passes on 40% of all inputs and tier 2 passes on 15% of all: each at its recorded share."""
+    folder = three_tier_cascade
+    (folder / "sample.txt").write_text("\n".join(sentences(600, seed=8)) + "\n", encoding="utf-8")
+    sample = read_sample(folder)
+    config = CascadeConfig.load(folder).replace(deferral_rates=[0.4, 0.15])
+    tiers = [Tier(folder / t.dir, max_length=config.max_length) for t in config.tiers]
+    thresholds = cascade_thresholds(config, tiers, sample, log=lambda _: None)
+    with Cascade.from_dir(folder, thresholds=thresholds, use_profile=False) as cascade:
+        texts = pass_texts(sample, MAX_PASS_SENTENCES)
+        cascade.predict(texts)
+        reach = [t["reach_rate"] for t in cascade.stats()["tiers"]]
+    assert reach[0] == 1.0
+    assert reach[1] == pytest.approx(0.4, abs=0.02) and reach[2] == pytest.approx(0.15, abs=0.02)
 
 
 def test_candidate_batch_sizes_are_powers_of_two_to_128():
@@ -225,22 +238,31 @@ def test_autotune_quick_writes_a_profile_the_cascade_then_uses(cascade_dir, caps
     profile = json.loads(captured.out)  # stdout is the profile, nothing else
     assert "round 2/2" in captured.err  # progress on stderr
 
-    settings = profile["settings"]
-    assert settings["tier1_batch_size"] in QUICK_BATCH_SIZES and settings["tier2_batch_size"] in QUICK_BATCH_SIZES
+    settings = profile["settings"]["tiers"]
+    assert len(settings) == 2 and all(t["batch_size"] in QUICK_BATCH_SIZES for t in settings)
     assert set(profile["key"]) == {"cpu", "cores", "openvino", "device", "models"}
     tiers = profile["measurements"]["tiers"]
-    for name in ("tier1", "tier2"):
+    for index, name in enumerate(("tier1", "tier2")):
         rows = tiers[name]["candidates"]
         assert {row["batch_size"] for row in rows} == set(QUICK_BATCH_SIZES)
         assert all(len(row["rates_per_s"]) == 2 and row["median_per_s"] > 0 for row in rows)
-        assert tiers[name]["chosen"] == {"streams": settings[f"{name}_streams"], "batch_size": settings[f"{name}_batch_size"]}
+        assert tiers[name]["chosen"] == settings[index]
     assert json.loads(profile_path(cascade_dir).read_text()) == profile
 
     with Cascade.from_dir(cascade_dir) as cascade:
         assert cascade.profile_note is None
-        for field in ("tier1_batch_size", "tier2_batch_size", "tier1_streams", "tier2_streams"):
-            assert getattr(cascade.config, field) == settings[field]
+        assert cascade.config.batch_sizes == [t["batch_size"] for t in settings]
+        assert [t.streams for t in cascade.config.tiers] == [t["streams"] for t in settings]
         assert cascade.describe()["profile"] == "tuned profile in use"
 
     table = format_report(profile)  # what autotune prints without --json
-    assert table.count("<- chosen") == 2 and table.splitlines()[-1].startswith("chosen: tier1 batch")
+    assert table.count("<- chosen") == 2 and table.splitlines()[-1].startswith("chosen: tier 1 batch")
+
+
+def test_autotune_quick_tunes_every_tier_of_three(three_tier_cascade, capsys):
+    (three_tier_cascade / "sample.txt").write_text("\n".join(tiny_models.CORPUS * 10) + "\n", encoding="utf-8")
+    assert main(["autotune", "--models", str(three_tier_cascade), "--quick", "--rounds", "1", "--json"]) == 0
+    profile = json.loads(capsys.readouterr().out)
+    assert len(profile["settings"]["tiers"]) == 3 and set(profile["measurements"]["tiers"]) == {"tier1", "tier2", "tier3"}
+    with Cascade.from_dir(three_tier_cascade) as cascade:
+        assert cascade.config.batch_sizes == [t["batch_size"] for t in profile["settings"]["tiers"]]

@@ -13,31 +13,26 @@ import pytest
 
 import tiny_models
 from tango_edge import Cascade, CascadeConfig, TangoEdgeError
-from tango_edge.calibrate import (
-    TIER2_ONLY_THRESHOLD,
+from tango_edge.calibrate import analyse, speedup_table, temperature_decision, write_choice
+from tango_edge.routing import (
+    SKIP_THRESHOLD,
     Costs,
-    analyse,
     cascade_curve,
     choose_threshold,
     confusion_by_deferral,
     cut_points,
-    fit_temperature,
     fixes_by_confidence_decile,
-    golden_section_minimize,
-    nll,
     oracle_metric_by_deferral,
     oracle_order,
     random_metric_by_deferral,
-    rankings_agree,
+    route,
+    search_thresholds,
     smallest_deferral,
-    speedup,
-    speedup_table,
-    temperature_decision,
     threshold_for_cut,
-    throughput,
-    tier1_outputs,
-    write_choice,
+    two_tier_reach,
 )
+from tango_edge.routing import tier_outputs as tier1_outputs
+from tango_edge.temperature import fit_temperature, golden_section_minimize, nll, rankings_agree
 from tango_edge.cli import main
 from tango_edge.metrics import accuracy, confusion, f1, mcc, metric_fn
 
@@ -107,7 +102,7 @@ def test_threshold_for_cut_defers_exactly_k_under_the_runtime_rule():
     s = np.array([0.5, 0.6, 0.6, 0.9], dtype=np.float32)
     assert threshold_for_cut(s, 1) == float(np.float32(0.55))
     assert threshold_for_cut(s, 0) == float(s[0])  # defers none of these inputs
-    assert threshold_for_cut(s, 4) == TIER2_ONLY_THRESHOLD
+    assert threshold_for_cut(s, 4) == SKIP_THRESHOLD
     for k in (0, 1, 3, 4):
         assert int(np.sum(s < threshold_for_cut(s, k))) == k  # runtime: defer when confidence < threshold
 
@@ -187,12 +182,15 @@ def test_oracle_defers_fixable_errors_first_then_stops_at_the_error_count():
 
 
 def test_speedup_and_throughput_formulas():
-    t1, t2 = 0.001, 0.010
-    assert speedup(0.0, t1, t2) == pytest.approx(10.0)
-    assert speedup(0.1, t1, t2) == pytest.approx(5.0)
-    assert speedup(1.0, t1, t2) == pytest.approx(10 / 11)
-    assert throughput(0.1, t1, t2) == pytest.approx(500.0)
-    np.testing.assert_allclose(speedup(np.array([0.0, 0.1]), t1, t2), [10.0, 5.0])
+    costs = Costs((0.001, 0.010), (64, 16))
+    assert costs.speedup(two_tier_reach(0.0)) == pytest.approx(10.0)
+    assert costs.speedup(two_tier_reach(0.1)) == pytest.approx(5.0)
+    assert costs.speedup(two_tier_reach(1.0)) == pytest.approx(10 / 11)
+    assert costs.throughput(two_tier_reach(0.1)) == pytest.approx(500.0)
+    np.testing.assert_allclose(costs.speedup(two_tier_reach(np.array([0.0, 0.1]))), [10.0, 5.0])
+    three = Costs((0.001, 0.004, 0.010), (64, 16, 8))  # tier 1 on all, tier 2 on half, tier 3 on a tenth
+    assert three.per_instance([1.0, 0.5, 0.1]) == pytest.approx(0.001 + 0.002 + 0.001)
+    assert three.pair().seconds == (0.001, 0.010)
 
 
 def test_speedup_table_on_known_routings():
@@ -200,7 +198,7 @@ def test_speedup_table_on_known_routings():
     logits1[[1, 3]] = logits1[[1, 3]][:, ::-1]  # the two least confident predict class 0 (wrong)
     analysis = analyse(logits1, PRED2, GOLD, "accuracy", 2)
     np.testing.assert_allclose(analysis.confidence, CONF, rtol=1e-5)
-    table = speedup_table(analysis, Costs(0.001, 0.010, 64, 16), [0.99, 0.9])
+    table = speedup_table(analysis, Costs((0.001, 0.010), (64, 16)), [0.99, 0.9])
     assert table["0.99"]["cascade"] == {"deferral_rate": 0.2, "speedup": pytest.approx(10 / 3)}
     assert table["0.99"]["oracle"]["deferral_rate"] == 0.2
     assert table["0.99"]["random"]["deferral_rate"] == 1.0
@@ -287,14 +285,14 @@ def test_fixes_by_decile_with_uneven_counts_matches_ranges():
 # ---- cascade.json, plots -----------------------------------------------------------------------------------
 
 
-def test_write_choice_keeps_machine_fields_only_if_the_file_had_them(tmp_path):
-    (tmp_path / "cascade.json").write_text(json.dumps({"threshold": 0.8}))
-    write_choice(tmp_path, 0.7, 1.5, 0.25)
+def test_write_choice_writes_version_2_keeping_machine_fields_only_if_the_file_had_them(tmp_path):
+    (tmp_path / "cascade.json").write_text(json.dumps({"threshold": 0.8}))  # version 1
+    write_choice(tmp_path, [0.7], [1.5], [0.25])
     raw = json.loads((tmp_path / "cascade.json").read_text())
-    assert raw["threshold"] == 0.7 and raw["temperature"] == 1.5 and raw["deferral_rate"] == 0.25 and "tier1_batch_size" not in raw
+    assert raw["version"] == 2 and raw["tiers"] == [{"dir": "tier1", "threshold": 0.7, "temperature": 1.5, "deferral_rate": 0.25}, {"dir": "tier2", "temperature": 1.0}]
     (tmp_path / "cascade.json").write_text(json.dumps({"threshold": 0.8, "tier1_batch_size": 32}))
-    write_choice(tmp_path, 0.7, 1.0, 0.25)
-    assert json.loads((tmp_path / "cascade.json").read_text())["tier1_batch_size"] == 32
+    write_choice(tmp_path, [0.7], [1.0], [0.25])
+    assert json.loads((tmp_path / "cascade.json").read_text())["tiers"][0]["batch_size"] == 32
 
 
 def test_plots_without_matplotlib_name_the_install_command(monkeypatch):
@@ -346,8 +344,9 @@ def test_calibrate_writes_the_threshold_the_runtime_then_reproduces(cascade_dir,
     results = json.loads(out.read_text())
     chosen = results["chosen"]
     config = CascadeConfig.load(cascade_dir)
-    assert config.threshold == chosen["threshold"] and config.temperature == chosen["temperature"]
-    assert chosen["metric"] >= 0.99 * results["tier2_metric"] - 1e-12
+    assert config.thresholds == chosen["thresholds"] and [config.tiers[0].temperature] == chosen["temperatures"]
+    assert config.tiers[0].deferral_rate == chosen["deferral_rates"][0] == chosen["reach"][1]
+    assert chosen["metric"] >= 0.99 * results["last_metric"] - 1e-12
     assert set(results["table2"]) == {"0.99", "0.98"}
     assert results["instances"] == 80 and len(results["sweep"]) >= 2
     assert sum(results["deciles"]["count"]) == 80
@@ -356,7 +355,7 @@ def test_calibrate_writes_the_threshold_the_runtime_then_reproduces(cascade_dir,
 
     with Cascade.from_dir(cascade_dir) as cascade:  # same batch sizes, same arithmetic: same deferrals
         cascade.predict([a for a, _, _ in rows])
-        assert cascade.stats()["deferral_rate"] == pytest.approx(chosen["deferral_rate"], abs=1.5 / 80)
+        assert cascade.stats()["deferral_rate"] == pytest.approx(chosen["deferral_rates"][0], abs=1.5 / 80)
 
 
 def test_calibrate_pair_task_with_f1_and_no_write(cascade_dir, tmp_path, capsys):
@@ -372,7 +371,7 @@ def test_calibrate_pair_task_with_f1_and_no_write(cascade_dir, tmp_path, capsys)
     results = json.loads(out.read_text())
     assert config_path.read_bytes() == before
     assert results["written"] is None and results["metric"] == "f1"
-    assert results["temperature"]["fitted"] is None and results["chosen"]["temperature"] == 1.0
+    assert results["temperature"]["fitted"] is None and results["chosen"]["temperatures"] == [1.0]
     assert set(results["table2"]) == {"0.99", "0.98", "0.95"}
     assert "Table 2" in capsys.readouterr().out
 
@@ -383,3 +382,90 @@ def test_calibrate_reports_a_missing_column_in_one_line(cascade_dir, tmp_path, c
     assert main(["calibrate", "--models", str(cascade_dir), "--data", str(data)]) == 1
     err = capsys.readouterr().err
     assert "no column(s) ['sentence']" in err and "Traceback" not in err
+
+
+# ---- N tiers -----------------------------------------------------------------------------------------------
+
+
+def test_route_answers_at_the_first_confident_tier_and_skips_above_one():
+    conf = [np.array([0.9, 0.6, 0.6, 0.2]), np.array([0.1, 0.95, 0.5, 0.99])]
+    preds = [np.array([0, 0, 0, 0]), np.array([1, 1, 1, 1]), np.array([2, 2, 2, 2])]
+    final, reach, passed = route(conf, preds, [0.7, 0.9])
+    assert final.tolist() == [0, 1, 2, 1] and reach.tolist() == [4, 3, 1] and passed.tolist() == [3, 1]
+    final, reach, passed = route(conf, preds, [SKIP_THRESHOLD, 0.9])  # tier 1 skipped
+    assert final.tolist() == [2, 1, 2, 1] and reach.tolist() == [0, 4, 2] and passed.tolist() == [4, 2]
+
+
+def _brute_force_cheapest(conf, preds, gold, costs, required):
+    """Every threshold pair from every distinct confidence (plus skip for tier 2), scored one by one."""
+    best = None
+    firsts = sorted(set(conf[0].tolist())) + [SKIP_THRESHOLD]
+    seconds_ = sorted(set(conf[1].tolist())) + [SKIP_THRESHOLD]
+    for t1 in firsts:
+        for t2 in seconds_:
+            final, reach, _ = route(conf, preds, [t1, t2])
+            value = float(np.mean(final == gold))
+            cost = float(costs.per_instance(reach / len(gold)))
+            if value >= required - 1e-12 and (best is None or (cost, -value) < best):
+                best = (cost, -value)
+    return best
+
+
+def test_three_tier_search_finds_the_cheapest_point_brute_force_finds():
+    rng = np.random.default_rng(11)
+    n = 60
+    gold = rng.integers(0, 2, n)
+    noisy = lambda accuracy: np.where(rng.random(n) < accuracy, gold, 1 - gold)
+    preds = [noisy(0.7), noisy(0.85), noisy(0.95)]
+    conf = [np.float32(rng.uniform(0.5, 1, n)) for _ in range(2)]
+    costs = Costs((0.001, 0.004, 0.02), (64, 16, 8))
+    search = search_thresholds(conf, preds, gold, "accuracy", 2, costs)
+    for required in (0.8, 0.9, float(np.mean(preds[2] == gold))):
+        point = search.best_meeting(required)
+        want = _brute_force_cheapest(conf, preds, gold, costs, required)
+        assert point is not None and want is not None
+        assert (point.seconds, -point.metric) == pytest.approx(want)
+        final, reach, _ = route(conf, preds, point.thresholds)  # the thresholds reproduce the point
+        assert float(np.mean(final == gold)) == pytest.approx(point.metric) and costs.per_instance(reach / n) == pytest.approx(point.seconds)
+    front = search.frontier()
+    assert [p.seconds for p in front] == sorted(p.seconds for p in front)
+    assert all(b.metric > a.metric for a, b in zip(front, front[1:]))
+
+
+def test_three_tier_search_includes_the_exact_two_tier_cascade():
+    rng = np.random.default_rng(12)
+    n = 200
+    gold = rng.integers(0, 2, n)
+    preds = [np.where(rng.random(n) < a, gold, 1 - gold) for a in (0.75, 0.85, 0.93)]
+    conf = [np.float32(rng.uniform(0.5, 1, n)) for _ in range(2)]
+    costs = Costs((0.001, 0.004, 0.02), (64, 16, 8))
+    search = search_thresholds(conf, preds, gold, "accuracy", 2, costs)
+    required = 0.97 * float(np.mean(preds[2] == gold))
+    pair = search.best_meeting(required, search.skips_middle())
+    choice = choose_threshold(cascade_curve(conf[0], preds[0], preds[2], gold, "accuracy", 2), required)
+    assert pair.thresholds[1] == SKIP_THRESHOLD and pair.reach[1] == 0.0
+    assert pair.reach[2] == pytest.approx(choice.deferral_rate) and pair.metric == pytest.approx(choice.metric)
+    assert search.best_meeting(required).seconds <= pair.seconds
+
+
+def test_calibrate_three_tiers_writes_thresholds_the_runtime_reproduces(three_tier_cascade, tmp_path, capsys):
+    rows = labelled_rows(120, seed=3)
+    data = tmp_path / "dev.tsv"
+    data.write_text("sentence\tlabel\n" + "".join(f"{a}\t{y}\n" for a, _, y in rows), encoding="utf-8")
+    out = tmp_path / "out.json"
+    assert main(["calibrate", "--models", str(three_tier_cascade), "--data", str(data), "--json", str(out), "--rounds", "1", "--target", "0.95"]) == 0
+    printed = capsys.readouterr().out
+    assert "3-tier search" in printed and "tier 1 + last" in printed and "frontier" in printed
+    results = json.loads(out.read_text())
+    chosen, search = results["chosen"], results["search"]
+    assert len(chosen["thresholds"]) == 2 and len(results["temperature"]["per_tier"]) == 2
+    assert search["chosen"]["seconds"] <= search["first_and_last_only"]["seconds"]
+    assert chosen["metric"] >= 0.95 * results["last_metric"] - 1e-12
+    config = CascadeConfig.load(three_tier_cascade)
+    assert config.thresholds == chosen["thresholds"] and [t.deferral_rate for t in config.tiers[:2]] == chosen["deferral_rates"]
+    with Cascade.from_dir(three_tier_cascade) as cascade:  # same arithmetic: the same shares reach each tier
+        cascade.predict([a for a, _, _ in rows])
+        reach = [t["reach_rate"] if t["items"] else 0.0 for t in cascade.stats()["tiers"]]
+    running = [k for k, t in enumerate(chosen["thresholds"] + [None]) if t is None or t <= 1.0]
+    for k in running[1:]:
+        assert reach[k] == pytest.approx(chosen["reach"][k], abs=1.5 / 120)

@@ -109,8 +109,8 @@ def counting(items, consumed: list[int]):
 def test_answer_comes_from_the_right_tier(which, threshold, temperature, tiny_cascade, tiny_cascade_two_tokenizers, mixed_sentences):
     cascade_dir = tiny_cascade if which == "shared" else tiny_cascade_two_tokenizers
     ref = reference(cascade_dir, mixed_sentences)
-    with Cascade.from_dir(cascade_dir, threshold=threshold, temperature=temperature, tier1_batch_size=16, tier2_batch_size=8) as cascade:
-        assert cascade.shared_tokenizer == (cascade_dir.name == "shared")
+    with Cascade.from_dir(cascade_dir, threshold=threshold, temperatures=[temperature], batch_sizes=[16, 8]) as cascade:
+        assert cascade.describe()["tiers"][1]["shares_tokens_with_previous"] == (cascade_dir.name == "shared")
         preds = cascade.predict(mixed_sentences)
     n1, n2 = check_against_tiers(preds, ref, threshold, temperature)
     assert n1 > 20 and n2 > 20  # both tiers really answer at these thresholds
@@ -121,24 +121,24 @@ def test_answer_comes_from_the_right_tier(which, threshold, temperature, tiny_ca
 
 def test_threshold_zero_is_tier1_alone(cascade_dir, mixed_sentences):
     ref = reference(cascade_dir, mixed_sentences)
-    with Cascade.from_dir(cascade_dir, threshold=0, tier1_batch_size=32) as cascade:
+    with Cascade.from_dir(cascade_dir, threshold=0, batch_sizes=[32, 16]) as cascade:
         preds = cascade.predict(mixed_sentences[:300])
         stats = cascade.stats()
     assert {p.tier for p in preds} == {1}
     check_against_tiers(preds, ref, 0.0, rows=range(300))
-    assert stats["deferred"] == 0 and stats["deferral_rate"] == 0.0 and stats["tier2"]["batches"] == 0
+    assert stats["deferred"] == 0 and stats["deferral_rate"] == 0.0 and stats["tiers"][1]["batches"] == 0
 
 
 def test_threshold_above_one_is_tier2_alone(cascade_dir, mixed_sentences):
     ref = reference(cascade_dir, mixed_sentences)
-    with Cascade.from_dir(cascade_dir, threshold=1.5, tier2_batch_size=16) as cascade:
+    with Cascade.from_dir(cascade_dir, threshold=1.5, batch_sizes=[64, 16]) as cascade:
         preds = cascade.predict(mixed_sentences[:300])
         stats = cascade.stats()
     assert {p.tier for p in preds} == {2}
     p2 = ref.tier2()[:300]
     assert [p.label for p in preds] == [ref.labels[i] for i in p2.argmax(axis=1)]
     assert [p.score for p in preds] == pytest.approx(p2.max(axis=1).tolist(), abs=SCORE_TOL)
-    assert stats["tier1"]["batches"] == 0 and stats["deferred"] == 300 and stats["deferral_rate"] == 1.0
+    assert stats["tiers"][0]["batches"] == 0 and stats["deferred"] == 300 and stats["deferral_rate"] == 1.0
 
 
 # ---- streaming --------------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ def test_stream_keeps_input_order_over_many_windows(tiny_cascade, mixed_sentence
     ref = reference(tiny_cascade, mixed_sentences)
     texts = mixed_sentences[:300]
     consumed = [0]
-    with Cascade.from_dir(tiny_cascade, threshold=0.7, sort_window=32, tier1_batch_size=5, tier2_batch_size=3) as cascade:
+    with Cascade.from_dir(tiny_cascade, threshold=0.7, sort_window=32, batch_sizes=[5, 3]) as cascade:
         stream = cascade.predict_iter(counting(texts, consumed))
         streamed = list(stream)
         assert stream.finished() == []
@@ -158,8 +158,8 @@ def test_stream_keeps_input_order_over_many_windows(tiny_cascade, mixed_sentence
     check_against_tiers(streamed, ref, 0.7, rows=range(300))
     same_answers(streamed, listed)
     # windows of 32 inputs, each sorted and cut into batches of 5 ending in a partial one
-    assert stats["tier1"]["batches"] == (300 // 32) * math.ceil(32 / 5) + math.ceil(300 % 32 / 5)
-    assert stats["tier2"]["batches"] >= math.ceil(stats["deferred"] / 3)
+    assert stats["tiers"][0]["batches"] == (300 // 32) * math.ceil(32 / 5) + math.ceil(300 % 32 / 5)
+    assert stats["tiers"][1]["batches"] >= math.ceil(stats["deferred"] / 3)
 
 
 def test_stream_reads_its_input_lazily(tiny_cascade):
@@ -167,7 +167,7 @@ def test_stream_reads_its_input_lazily(tiny_cascade):
     texts = [s for s in sentences(2 * n, seed=11) if len(s.split()) <= 8][:n]  # short: cheap to run through
     assert len(texts) == n
     consumed = [0]
-    with Cascade.from_dir(tiny_cascade, threshold=0.7, sort_window=window, tier1_batch_size=8, tier2_batch_size=4) as cascade:
+    with Cascade.from_dir(tiny_cascade, threshold=0.7, sort_window=window, batch_sizes=[8, 4]) as cascade:
         stream = cascade.predict_iter(counting(texts, consumed))
         assert consumed[0] == 0  # nothing read before the first result is asked for
         first = next(stream)
@@ -196,7 +196,7 @@ def test_empty_stream(tiny_cascade):
 def test_submit_matches_predict_including_deferred(tiny_cascade, mixed_sentences):
     texts = mixed_sentences[:40]
     ref = reference(tiny_cascade, mixed_sentences)
-    with Cascade.from_dir(tiny_cascade, threshold=0.7, tier1_batch_size=8, tier2_batch_size=4, max_wait_ms=2) as cascade:
+    with Cascade.from_dir(tiny_cascade, threshold=0.7, batch_sizes=[8, 4], max_wait_ms=2) as cascade:
         futures = [cascade.submit(t) for t in texts]
         answers = [f.result(timeout=30) for f in futures]
         same_answers(answers, cascade.predict(texts))
@@ -213,7 +213,7 @@ def test_submit_matches_predict_including_deferred(tiny_cascade, mixed_sentences
 
 def test_submit_when_tier2_only(tiny_cascade, mixed_sentences):
     ref = reference(tiny_cascade, mixed_sentences)
-    with Cascade.from_dir(tiny_cascade, threshold=1.5, tier2_batch_size=8, max_wait_ms=1) as cascade:
+    with Cascade.from_dir(tiny_cascade, threshold=1.5, batch_sizes=[64, 8], max_wait_ms=1) as cascade:
         answers = [f.result(timeout=30) for f in [cascade.submit(t) for t in mixed_sentences[:10]]]
     check_against_tiers(answers, ref, 1.5, rows=range(10))
 
@@ -227,7 +227,7 @@ def test_threads_share_one_cascade(tiny_cascade, mixed_sentences):
     online: list = []
     barrier = threading.Barrier(5)
 
-    with Cascade.from_dir(cascade_dir, threshold=0.7, sort_window=32, tier1_batch_size=8, tier2_batch_size=4, max_wait_ms=2) as cascade:
+    with Cascade.from_dir(cascade_dir, threshold=0.7, sort_window=32, batch_sizes=[8, 4], max_wait_ms=2) as cascade:
 
         def work(k):
             try:
@@ -262,7 +262,7 @@ def test_stats_agree_with_the_answers(tiny_cascade, mixed_sentences):
     bad = ["", b"\xff", 7]
     inputs = list(mixed_sentences) + bad
     n = len(mixed_sentences)
-    with Cascade.from_dir(tiny_cascade, threshold=0.7, tier1_batch_size=16, tier2_batch_size=8) as cascade:
+    with Cascade.from_dir(tiny_cascade, threshold=0.7, batch_sizes=[16, 8]) as cascade:
         preds = cascade.predict(inputs)
         stats = cascade.stats()
         cascade.reset_stats()
@@ -272,18 +272,20 @@ def test_stats_agree_with_the_answers(tiny_cascade, mixed_sentences):
     assert stats["answered"] == n and stats["errors"] == len(bad)
     assert stats["deferred"] == tier2 > 0
     assert stats["deferral_rate"] == pytest.approx(tier2 / n)
-    assert stats["threshold"] == 0.7 and stats["tier1_batch_size"] == 16 and stats["tier2_batch_size"] == 8
-    assert stats["tier1"]["items"] == n
-    assert stats["tier1"]["batches"] == math.ceil(n / 16)  # one sort window: full batches plus one partial
-    assert stats["tier2"]["items"] == tier2
-    assert math.ceil(tier2 / 8) <= stats["tier2"]["batches"] <= tier2
-    assert stats["tier2"]["mean_batch_size"] == pytest.approx(tier2 / stats["tier2"]["batches"])
+    assert stats["threshold"] == 0.7 and stats["thresholds"] == [0.7] and stats["batch_sizes"] == [16, 8]
+    assert stats["tiers"][0]["items"] == n
+    assert stats["tiers"][0]["batches"] == math.ceil(n / 16)  # one sort window: full batches plus one partial
+    assert stats["tiers"][1]["items"] == tier2
+    assert math.ceil(tier2 / 8) <= stats["tiers"][1]["batches"] <= tier2
+    assert stats["tiers"][1]["mean_batch_size"] == pytest.approx(tier2 / stats["tiers"][1]["batches"])
     assert stats["latency_ms"]["count"] == n
-    assert stats["deferral_wait_ms"]["count"] == tier2
-    assert stats["tier1"]["batch_time_ms"]["count"] == stats["tier1"]["batches"]
+    assert stats["tiers"][1]["queue_wait_ms"]["count"] == tier2
+    assert stats["tiers"][0]["answers"] == n - tier2 and stats["tiers"][1]["answers"] == tier2
+    assert stats["tiers"][1]["reach_rate"] == pytest.approx(tier2 / n)
+    assert stats["tiers"][0]["batch_time_ms"]["count"] == stats["tiers"][0]["batches"]
     assert stats["seconds"] > 0 and stats["throughput_per_s"] > 0
-    assert after_reset["count"] == 0 and after_reset["tier1"]["batches"] == 0 and after_reset["latency_ms"]["count"] == 0
-    assert after_reset["deferral_wait_ms"]["count"] == 0 and after_reset["deferred"] == 0
+    assert after_reset["count"] == 0 and after_reset["tiers"][0]["batches"] == 0 and after_reset["latency_ms"]["count"] == 0
+    assert after_reset["tiers"][1]["queue_wait_ms"]["count"] == 0 and after_reset["deferred"] == 0
 
 
 # ---- bad inputs -------------------------------------------------------------------------------------
@@ -294,7 +296,7 @@ def test_bad_inputs_get_an_error_in_place(tiny_cascade, mixed_sentences):
     long_line = " ".join(["great"] * 5000)
     inputs = [good[0], "", good[1], "   ", b"\xff\xfe", good[2], long_line, 123, good[3], None, good[4].encode(), b"", good[5]]
     ref = reference(tiny_cascade, mixed_sentences)
-    with Cascade.from_dir(tiny_cascade, threshold=0.7, tier1_batch_size=4, tier2_batch_size=2) as cascade:
+    with Cascade.from_dir(tiny_cascade, threshold=0.7, batch_sizes=[4, 2]) as cascade:
         preds = cascade.predict(iter(inputs))
         stats = cascade.stats()
         only_bad = cascade.predict(["", 1.5])
@@ -340,9 +342,17 @@ BROKEN = {
     "cascade.json missing": (lambda d: (d / "cascade.json").unlink(), r"cascade\.json is missing"),
     "cascade.json not JSON": (lambda d: (d / "cascade.json").write_text('{"threshold": 0.8,'), r"cascade\.json is not valid JSON"),
     "cascade.json not an object": (lambda d: (d / "cascade.json").write_text("[0.8]"), r"cascade\.json must hold a JSON object"),
-    "threshold -1": (lambda d: _edit_json(d / "cascade.json", threshold=-1), r"cascade\.json: invalid threshold=-1"),
-    "threshold abc": (lambda d: _edit_json(d / "cascade.json", threshold="abc"), r"cascade\.json: invalid threshold='abc'"),
+    "threshold -1": (lambda d: _edit_json(d / "cascade.json", tiers=[{"dir": "tier1", "threshold": -1}, {"dir": "tier2"}]), r"cascade\.json: invalid tiers\[0\]\.threshold=-1"),
+    "threshold abc": (lambda d: _edit_json(d / "cascade.json", tiers=[{"dir": "tier1", "threshold": "abc"}, {"dir": "tier2"}]), r"cascade\.json: invalid tiers\[0\]\.threshold='abc'"),
+    "v1 threshold -1": (lambda d: (d / "cascade.json").write_text('{"threshold": -1}'), r"cascade\.json: invalid tiers\[0\]\.threshold=-1"),
     "unknown field": (lambda d: _edit_json(d / "cascade.json", treshold=0.5), r"unknown field\(s\) \['treshold'\]"),
+    "unknown tier field": (lambda d: _edit_json(d / "cascade.json", tiers=[{"dir": "tier1", "treshold": 0.5}, {"dir": "tier2"}]), r"tiers\[0\]: unknown field\(s\) \['treshold'\]"),
+    "last tier with a threshold": (lambda d: _edit_json(d / "cascade.json", tiers=[{"dir": "tier1", "threshold": 0.5}, {"dir": "tier2", "threshold": 0.5}]), r"tiers\[1\]\.threshold=0\.5: the last tier answers everything"),
+    "one tier": (lambda d: _edit_json(d / "cascade.json", tiers=[{"dir": "tier1"}]), r"at least two tiers"),
+    "tier without dir": (lambda d: _edit_json(d / "cascade.json", tiers=[{"threshold": 0.5}, {"dir": "tier2"}]), r"tiers\[0\]: 'dir' .* is missing"),
+    "tier dir outside": (lambda d: _edit_json(d / "cascade.json", tiers=[{"dir": "../x", "threshold": 0.5}, {"dir": "tier2"}]), r"tiers\[0\]\.dir='\.\./x': must be a folder name inside"),
+    "missing tier folder": (lambda d: _edit_json(d / "cascade.json", tiers=[{"dir": "tier1", "threshold": 0.5}, {"dir": "tier9"}]), r"tier9/openvino_model\.xml is missing"),
+    "unknown version": (lambda d: _edit_json(d / "cascade.json", version=3), r"unknown cascade\.json version 3"),
     "labels differ": (lambda d: _edit_json(d / "tier2" / "config.json", id2label={"0": "bad", "1": "good"}), r"tiers disagree on labels"),
 }
 
@@ -369,7 +379,15 @@ def test_unknown_device_raises(tiny_cascade):
 
 @pytest.mark.parametrize(
     "overrides, message",
-    [({"threshold": -0.5}, r"invalid threshold=-0\.5"), ({"tier1_batch_size": 0}, "invalid tier1_batch_size=0"), ({"temperature": 0}, "invalid temperature=0"), ({"threshold": float("nan")}, "invalid threshold=nan")],
+    [
+        ({"threshold": -0.5}, r"invalid tiers\[0\]\.threshold=-0\.5"),
+        ({"batch_sizes": [0, 16]}, r"invalid tiers\[0\]\.batch_size=0"),
+        ({"batch_sizes": [8]}, r"batch_sizes: this cascade has 2 tiers; got 1"),
+        ({"temperatures": [0]}, r"invalid tiers\[0\]\.temperature=0"),
+        ({"threshold": float("nan")}, r"invalid tiers\[0\]\.threshold=nan"),
+        ({"thresholds": [0.5, 0.5]}, r"2 tiers, so 1 threshold"),
+        ({"tier1_batch_size": 8}, r"unknown setting\(s\) \['tier1_batch_size'\]"),
+    ],
 )
 def test_bad_overrides_raise(tiny_cascade, overrides, message):
     with pytest.raises(TangoEdgeError, match=message):
@@ -388,7 +406,7 @@ def test_closed_cascade_raises(tiny_cascade):
 
 def test_stream_after_close_raises_instead_of_hanging(tiny_cascade):
     texts = [s for s in sentences(4000, seed=5) if len(s.split()) <= 5][:2000]
-    cascade = Cascade.from_dir(tiny_cascade, threshold=0.8, sort_window=32, tier1_batch_size=8, tier2_batch_size=4)
+    cascade = Cascade.from_dir(tiny_cascade, threshold=0.8, sort_window=32, batch_sizes=[8, 4])
     stream = cascade.predict_iter(iter(texts))
     assert next(stream).error is None
     cascade.close()
@@ -408,30 +426,171 @@ def test_stream_after_close_raises_instead_of_hanging(tiny_cascade):
 
 
 def test_close_while_another_thread_predicts_does_not_hang(tiny_cascade):
-    texts = [s for s in sentences(6000, seed=9) if len(s.split()) <= 5][:3000]
-    cascade = Cascade.from_dir(tiny_cascade, threshold=0.8, sort_window=32, tier1_batch_size=8, tier2_batch_size=4)
+    """close() runs while a stream in another thread is between windows: the stream's answers in flight are
+    finished, and its next window raises instead of waiting forever."""
+    texts = [s for s in sentences(6000, seed=9) if len(s.split()) <= 5][:300]
+    cascade = Cascade.from_dir(tiny_cascade, threshold=0.8, sort_window=32, batch_sizes=[8, 4])
+    reached, closed = threading.Event(), threading.Event()
     outcome = []
-    started = threading.Event()
+
+    def source():
+        for k, text in enumerate(texts):
+            if k == 100:  # mid-input: let the main thread close the cascade, then go on
+                reached.set()
+                closed.wait(30)
+            yield text
 
     def run():
+        out = []
         try:
-            out = []
-            for p in cascade.predict_iter(iter(texts)):
+            for p in cascade.predict_iter(source()):
                 out.append(p)
-                started.set()
-            outcome.append(out)
         except TangoEdgeError as exc:
-            outcome.append(exc)
+            outcome.append((out, exc))
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    assert started.wait(30)
+    assert reached.wait(30)
     cascade.close()
+    closed.set()
     t.join(30)
     assert not t.is_alive(), "a stream running while its cascade closes never finishes"
-    result = outcome[0]
-    if isinstance(result, list):  # it finished first, or its last answers are errors saying why
-        assert len(result) == len(texts)
-        assert all(p.error is None or "closed" in p.error for p in result)
-    else:
-        assert "closed" in str(result)
+    answered, error = outcome[0]
+    assert "closed" in str(error)
+    assert len(answered) <= 100 and all(p.error is None for p in answered)
+
+
+# ---- N tiers, encoders, online batching --------------------------------------------------------------
+
+
+def tier_probs(folder: Path, texts: list) -> list[np.ndarray]:
+    """softmax(logits / T) of every tier run alone (`Tier.logits`), T from cascade.json."""
+    from tango_edge.config import CascadeConfig
+
+    config = CascadeConfig.load(folder)
+    out = []
+    for tier_config in config.tiers:
+        tier = Tier(folder / tier_config.dir, max_length=MAX_LENGTH)
+        out.append(softmax(tier.logits(tier.encoder.encode(list(texts)), batch_size=16) / tier_config.temperature))
+    return out, tier.labels
+
+
+def check_n_tiers(preds, probs: list[np.ndarray], labels, thresholds) -> list[int]:
+    """Every answer comes from the first tier whose confidence reaches its threshold (a threshold above 1 skips
+    the tier), else from the last tier. Returns the count answered by each tier."""
+    counts = [0] * len(probs)
+    for row, pred in enumerate(preds):
+        assert pred.error is None, (row, pred)
+        allowed, settled = [], False
+        for k, p in enumerate(probs):
+            confidence = float(p[row].max())
+            answer = (labels[int(p[row].argmax())], k + 1, confidence)
+            if k == len(probs) - 1:
+                allowed.append(answer)
+                break
+            if thresholds[k] > 1.0:
+                continue
+            if abs(confidence - thresholds[k]) < NEAR:  # float noise of another batch shape: either way
+                allowed.append(answer)
+                continue
+            if confidence >= thresholds[k]:
+                allowed.append(answer)
+                settled = True
+                break
+        assert any((pred.label, pred.tier) == a[:2] and pred.score == pytest.approx(a[2], abs=SCORE_TOL) for a in allowed), (row, pred, allowed, settled)
+        counts[pred.tier - 1] += 1
+    return counts
+
+
+@pytest.mark.parametrize("thresholds", [[0.7, 0.8], [0.65, 0.9], [1.5, 0.8], [0.7, 1.5], [0.7, 0.0]])
+def test_three_tiers_answer_by_the_rule(three_tier_cascade, mixed_sentences, thresholds):
+    probs, labels = tier_probs(three_tier_cascade, mixed_sentences)
+    with Cascade.from_dir(three_tier_cascade, thresholds=thresholds, batch_sizes=[16, 8, 4]) as cascade:
+        preds = cascade.predict(mixed_sentences)
+        stats = cascade.stats()
+    counts = check_n_tiers(preds, probs, labels, thresholds)
+    assert [t["answers"] for t in stats["tiers"]] == counts
+    for k, threshold in enumerate(thresholds):  # a skipped tier runs nothing; a tier with threshold 0 ends the cascade
+        if threshold > 1.0:
+            assert stats["tiers"][k]["batches"] == 0 and counts[k] == 0
+    if thresholds == [0.7, 0.0]:
+        assert stats["tiers"][2]["batches"] == 0 and counts[1] > 0
+    if thresholds == [0.7, 0.8]:
+        assert all(count > 20 for count in counts)  # every tier really answers
+
+
+def test_encoders_of_two_architectures_in_one_cascade(mixed_encoder_cascade, mixed_sentences):
+    """BERT (token_type_ids, [CLS] A [SEP], pad 0) then two MPNets (no token_type_ids, <s> A </s>, pad 1)."""
+    probs, labels = tier_probs(mixed_encoder_cascade, mixed_sentences)
+    with Cascade.from_dir(mixed_encoder_cascade, batch_sizes=[16, 8, 8]) as cascade:
+        described = cascade.describe()["tiers"]
+        preds = cascade.predict(mixed_sentences)
+        online = cascade.submit_many(mixed_sentences[:50]).result(timeout=60)
+    assert "token_type_ids" in described[0]["inputs"] and "token_type_ids" not in described[1]["inputs"]
+    assert [t["shares_tokens_with_previous"] for t in described] == [False, False, True]
+    assert described[1]["tokenizer"].startswith("native")  # MPNet's vocabulary takes the C++ fast path too
+    counts = check_n_tiers(preds, probs, labels, [0.7, 0.75])
+    assert counts[1] > 0 and counts[2] > 0
+    same_answers(online, preds[:50])
+
+
+def test_version_1_and_2_folders_answer_alike(tiny_irs, tmp_path, mixed_sentences):
+    import tiny_models
+
+    v1 = tiny_models.assemble_cascade(tmp_path / "v1", tiny_irs["a"], tiny_irs["b"], legacy=True, threshold=0.7, temperature=1.5)
+    v2 = tiny_models.assemble_cascade(tmp_path / "v2", tiny_irs["a"], tiny_irs["b"], thresholds=[0.7])
+    raw = json.loads((v2 / "cascade.json").read_text())
+    raw["tiers"][0]["temperature"] = 1.5
+    (v2 / "cascade.json").write_text(json.dumps(raw))
+    with Cascade.from_dir(v1) as a, Cascade.from_dir(v2) as b:
+        assert a.config.tiers == b.config.tiers
+        same_answers(a.predict(mixed_sentences), b.predict(mixed_sentences))
+
+
+def test_submit_many_and_predict_async_keep_input_order(tiny_cascade, mixed_sentences):
+    import asyncio
+
+    texts = mixed_sentences[:60] + ["", b"\xff"]
+    with Cascade.from_dir(tiny_cascade, threshold=0.7, batch_sizes=[8, 4], max_wait_ms=2) as cascade:
+        listed = cascade.predict(texts)
+        grouped = cascade.submit_many(texts).result(timeout=60)
+
+        async def main():
+            return await asyncio.gather(cascade.predict_async(texts[:30]), cascade.predict_async(texts[30:]), cascade.predict_async([]))
+
+        first, second, empty = asyncio.run(main())
+    same_answers(grouped, listed)
+    same_answers(first + second, listed)
+    assert empty == [] and grouped[-2].error == "empty input" and grouped[-1].error.startswith("invalid UTF-8")
+
+
+def test_concurrent_online_requests_share_first_tier_batches(tiny_cascade, mixed_sentences):
+    """Eight threads submit at once; with a batch size of 8 and a long deadline, the eighth request completes the
+    one tier-1 batch that all of them share."""
+    threads, barrier, futures = 8, threading.Barrier(8), []
+    with Cascade.from_dir(tiny_cascade, threshold=0.0, batch_sizes=[8, 4], max_wait_ms=60_000) as cascade:
+
+        def submit(k):
+            barrier.wait()
+            futures.append(cascade.submit(mixed_sentences[k]))
+
+        workers = [threading.Thread(target=submit, args=(k,), daemon=True) for k in range(threads)]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join(30)
+        answers = [f.result(timeout=30) for f in futures]
+        stats = cascade.stats()
+    assert all(a.error is None and a.tier == 1 for a in answers)
+    assert stats["tiers"][0]["batches"] == 1 and stats["tiers"][0]["items"] == threads
+
+
+def test_a_deferred_online_request_waits_for_the_deadline_at_every_tier(three_tier_cascade, mixed_sentences):
+    """A lone request that every tier defers is released by max_wait_ms at each stage (no batch ever fills)."""
+    probs, _ = tier_probs(three_tier_cascade, mixed_sentences)
+    row = next(r for r in range(len(mixed_sentences)) if probs[0][r].max() < 0.6 and probs[1][r].max() < 0.6)
+    with Cascade.from_dir(three_tier_cascade, thresholds=[0.7, 0.7], batch_sizes=[8, 8, 8], max_wait_ms=5) as cascade:
+        answer = cascade.submit(mixed_sentences[row]).result(timeout=30)
+        waits = [t["queue_wait_ms"] for t in cascade.stats()["tiers"]]
+    assert answer.tier == 3
+    assert all(w["count"] == 1 and w["min_ms"] >= 5.0 for w in waits)

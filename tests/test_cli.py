@@ -126,7 +126,7 @@ def test_run_broken_models_folder(tiny_cascade, input_file, tmp_path, capsys):
     code = main(["run", "--input", str(input_file), "--models", str(folder)])
     out, err = capsys.readouterr()
     assert code == 1 and out == ""
-    assert "invalid threshold='abc'" in _single_error_line(err)
+    assert "invalid tiers[0].threshold='abc'" in _single_error_line(err)
 
 
 @pytest.mark.parametrize("value", ["-1", "abc", "nan"])
@@ -142,14 +142,23 @@ def test_info_json_lists_both_tiers(tiny_cascade, capsys):
     assert main(["info", "--models", str(tiny_cascade), "--json"]) == 0
     out, _ = capsys.readouterr()
     info = json.loads(out)
-    assert set(info["tiers"]) == {"tier1", "tier2"}
-    for name in ("tier1", "tier2"):
-        assert info["tiers"][name]["folder"].endswith(name)
-        assert "input_ids" in info["tiers"][name]["inputs"]
-    assert info["labels"] == ["negative", "positive"]
-    assert info["shared_tokenizer"] is True
-    assert info["config"]["threshold"] == 0.8
+    assert [t["tier"] for t in info["tiers"]] == [1, 2]
+    for tier in info["tiers"]:
+        assert tier["folder"].endswith(f"tier{tier['tier']}") and tier["runs"]
+        assert "input_ids" in tier["inputs"]
+    assert info["labels"] == ["negative", "positive"] and info["pair_task"] is False
+    assert info["tiers"][1]["shares_tokens_with_previous"] is True
+    assert info["tiers"][0]["threshold"] == 0.8 and info["tiers"][1]["threshold"] is None
+    assert info["config"]["version"] == 2 and info["config"]["tiers"][0]["threshold"] == 0.8
     assert info["device"]["name"]
+
+
+def test_info_three_tiers_says_which_run(three_tier_cascade, capsys):
+    assert main(["info", "--models", str(three_tier_cascade)]) == 0
+    out = capsys.readouterr().out
+    assert "tier 3" in out and "threshold 0.7" in out and "threshold 0.8" in out
+    assert main(["info", "--models", str(three_tier_cascade), "--json"]) == 0
+    assert [t["runs"] for t in json.loads(capsys.readouterr().out)["tiers"]] == [True, True, True]
 
 
 def test_info_missing_models_folder(tmp_path, capsys):

@@ -113,7 +113,7 @@ def test_consumer_waiting_forever_wakes_for_a_deadline():
     q = DeferralQueue(8, 4)
     got = []
     t = start(lambda: got.append(q.pop_batch()))  # no timeout, empty queue: sleeps until notified
-    time.sleep(0.05)
+    wait_until(lambda: q.waiting_consumers == 1)
     assert q.push(3, wait_us=10_000)
     t.join(POP_US / 1e6)
     assert not t.is_alive() and got == [[3]]
@@ -156,7 +156,7 @@ def test_flush_wakes_a_waiting_consumer():
     assert q.push_many([1, 2])
     got = []
     t = start(lambda: got.append(q.pop_batch()))
-    time.sleep(0.05)
+    wait_until(lambda: q.waiting_consumers == 1)
     q.flush()
     t.join(POP_US / 1e6)
     assert not t.is_alive() and got == [[1, 2]]
@@ -181,7 +181,7 @@ def test_close_wakes_blocked_consumer_and_producer():
     q = DeferralQueue(1, 4)
     got, pushed = [], []
     consumer = start(lambda: got.append(q.pop_batch()))
-    time.sleep(0.05)
+    wait_until(lambda: q.waiting_consumers == 1)
     q.close()
     consumer.join(POP_US / 1e6)
     assert not consumer.is_alive() and got == [[]]
@@ -189,8 +189,8 @@ def test_close_wakes_blocked_consumer_and_producer():
     q = DeferralQueue(1, 4)
     assert q.push(1)
     producer = start(lambda: pushed.append(q.push(2)))  # full: blocks
-    producer.join(0.3)
-    assert producer.is_alive()
+    wait_until(lambda: q.waiting_producers == 1)
+    assert pushed == []
     q.close()
     producer.join(POP_US / 1e6)
     assert not producer.is_alive() and pushed == [False]
@@ -207,9 +207,8 @@ def test_backpressure_blocks_producer_until_a_pop():
         done.append(True)
 
     producer = start(produce)
-    wait_until(lambda: len(q) == 2)
-    producer.join(0.5)
-    assert producer.is_alive() and not done  # the third push waits for room
+    wait_until(lambda: q.waiting_producers == 1)  # the third push waits for room
+    assert not done
     assert len(q) == 2
     assert q.pop_batch(timeout_us=POP_US) == [0, 1]
     producer.join(POP_US / 1e6)

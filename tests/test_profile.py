@@ -8,10 +8,14 @@ import shutil
 import pytest
 
 from tango_edge import Cascade, CascadeConfig
-from tango_edge.profile import TUNED_FIELDS, apply_profile, load_profile, profile_path, save_profile
+from tango_edge.profile import apply_profile, load_profile, profile_path, save_profile
 
-TUNED = {"tier1_batch_size": 8, "tier2_batch_size": 4, "tier1_streams": 1, "tier2_streams": 0}
+TUNED = {"tiers": [{"batch_size": 8, "streams": 1}, {"batch_size": 4, "streams": 0}]}
 DEFAULTS = CascadeConfig()
+
+
+def tuned_settings(config: CascadeConfig) -> dict:
+    return {"tiers": [{"batch_size": config.batch_size(k), "streams": t.streams} for k, t in enumerate(config.tiers)]}
 TIER1_ONLY = {"threshold": 0.0}  # these tests look at settings only: compile one tier, not two
 
 
@@ -29,14 +33,13 @@ def edit_profile(folder, change) -> None:
 
 
 def assert_defaults_with_tuning_hint(cascade: Cascade, folder, why: str) -> None:
-    for field in TUNED_FIELDS:
-        assert getattr(cascade.config, field) == getattr(DEFAULTS, field)
+    assert tuned_settings(cascade.config) == tuned_settings(DEFAULTS)
     assert why in cascade.profile_note
     assert f"tango-edge autotune --models {folder}" in cascade.profile_note
 
 
 def test_save_then_load_roundtrip(cascade_dir):
-    path = save_profile(cascade_dir, {**TUNED, "extra": 1}, {"rounds": 5})
+    path = save_profile(cascade_dir, {"tiers": [{**t, "extra": 1} for t in TUNED["tiers"]]}, {"rounds": 5})
     assert path == profile_path(cascade_dir) and path.is_file()
     profile, why = load_profile(cascade_dir)
     assert why is None
@@ -49,23 +52,22 @@ def test_cascade_uses_a_valid_profile(cascade_dir):
     save_profile(cascade_dir, TUNED, {})
     with Cascade.from_dir(cascade_dir, **TIER1_ONLY) as cascade:
         assert cascade.profile_note is None
-        for field, value in TUNED.items():
-            assert getattr(cascade.config, field) == value
-        assert cascade.tier1.streams == 1
+        assert tuned_settings(cascade.config) == TUNED
+        assert cascade.tiers[0].streams == 1
 
 
 def test_explicit_arguments_beat_the_profile(cascade_dir):
     save_profile(cascade_dir, TUNED, {})
     config, note = apply_profile(CascadeConfig.load(cascade_dir), cascade_dir)
-    assert note is None and config.tier1_batch_size == 8
-    with Cascade.from_dir(cascade_dir, tier1_batch_size=3, **TIER1_ONLY) as cascade:
-        assert cascade.config.tier1_batch_size == 3 and cascade.config.tier2_batch_size == 4
+    assert note is None and config.batch_sizes == [8, 4]
+    with Cascade.from_dir(cascade_dir, batch_sizes=[3, 5], **TIER1_ONLY) as cascade:
+        assert cascade.config.batch_sizes == [3, 5] and cascade.tiers[0].streams == 1
 
 
 def test_use_profile_false_ignores_it(cascade_dir):
     save_profile(cascade_dir, TUNED, {})
     with Cascade.from_dir(cascade_dir, use_profile=False, **TIER1_ONLY) as cascade:
-        assert cascade.config.tier1_batch_size == DEFAULTS.tier1_batch_size
+        assert cascade.config.batch_sizes == DEFAULTS.batch_sizes
         assert cascade.profile_note is None
 
 
@@ -93,15 +95,17 @@ def test_corrupt_profile_means_defaults_and_a_hint(cascade_dir, damage):
     save_profile(cascade_dir, TUNED, {})
     damage(profile_path(cascade_dir))
     config, note = apply_profile(CascadeConfig.load(cascade_dir), cascade_dir)
-    assert all(getattr(config, f) == getattr(DEFAULTS, f) for f in TUNED_FIELDS)
+    assert tuned_settings(config) == tuned_settings(DEFAULTS)
     assert "unreadable" in note and f"tango-edge autotune --models {cascade_dir}" in note
 
 
 @pytest.mark.parametrize(
     "change",
     [
-        pytest.param(lambda p: p["settings"].update(tier1_batch_size=0), id="invalid-batch-size"),
-        pytest.param(lambda p: p["settings"].pop("tier2_streams"), id="missing-field"),
+        pytest.param(lambda p: p["settings"]["tiers"][0].update(batch_size=0), id="invalid-batch-size"),
+        pytest.param(lambda p: p["settings"]["tiers"][1].pop("streams"), id="missing-field"),
+        pytest.param(lambda p: p["settings"]["tiers"].pop(), id="too-few-tiers"),
+        pytest.param(lambda p: p.update(version=1), id="version-1-layout"),
         pytest.param(lambda p: p.update(version=99), id="unknown-version"),
         pytest.param(lambda p: p.pop("key"), id="no-key"),
     ],

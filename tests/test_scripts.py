@@ -277,21 +277,28 @@ def test_exported_student_matches_torch(tmp_path, arch):
 
 
 def test_bench_engine_measures_each_configuration_on_the_tiny_cascade(tiny_cascade, tmp_path):
-    """Every configuration gets a rate; the two-phase runs defer the same share as their cascades."""
+    """Every configuration gets a rate, two- and three-tier; the phased runs send the asked shares to each tier,
+    and their cascades defer about as much."""
     import bench_engine
     from conftest import sentences
 
     data = tmp_path / "inputs.txt"
     data.write_text("\n".join(sentences(150, seed=3)) + "\n", encoding="utf-8")
     out = tmp_path / "bench.json"
-    bench_engine.main(["--models", str(tiny_cascade), "--data", str(data), "-n", "300", "--rounds", "1", "--deferrals", "0.2,0.5", "--json", str(out)])
+    bench_engine.main(["--models", str(tiny_cascade), "--data", str(data), "-n", "300", "--rounds", "1", "--reach", "0.2", "--reach", "0.5", "--three-tiers", "--reach3", "0.5,0.2", "--json", str(out)])
 
-    rows = {row["configuration"]: row for row in json.loads(out.read_text())["rows"]}
-    assert {"tier1 alone", "tier2 alone", "cascade f=0.2", "two phases f=0.2", "cascade f=0.5", "two phases f=0.5"} <= set(rows)
-    assert all(row["median_per_s"] > 0 for row in rows.values())
+    results = json.loads(out.read_text())
+    rows = {row["configuration"]: row for row in results["rows"]}
+    two = {"tier1 alone", "tier2 alone", "cascade reach 0.2", "phased reach 0.2", "cascade reach 0.5", "phased reach 0.5"}
+    three = {"3t tier1 alone", "3t tier2 alone", "3t tier3 alone", "3t cascade reach 0.5/0.2", "3t phased reach 0.5/0.2"}
+    assert two | three == set(rows)
+    assert all(row["median_per_s"] > 0 and row["fraction_of_ideal"] > 0 for row in rows.values())
     for f in (0.2, 0.5):
-        assert rows[f"two phases f={f:g}"]["deferred"] == pytest.approx(f, abs=0.01)
-        assert rows[f"cascade f={f:g}"]["deferred"] == pytest.approx(f, abs=0.02)
+        assert rows[f"phased reach {f:g}"]["reach"] == pytest.approx([1.0, f], abs=0.01)
+        assert rows[f"cascade reach {f:g}"]["reach"][1] == pytest.approx(f, abs=0.02)
+    assert rows["3t phased reach 0.5/0.2"]["reach"] == pytest.approx([1.0, 0.5, 0.2], abs=0.01)
+    assert rows["3t cascade reach 0.5/0.2"]["reach"] == pytest.approx([1.0, 0.5, 0.2], abs=0.02)
+    assert set(results["pipelined_over_phased"]) == {"cascade reach 0.2", "cascade reach 0.5", "3t cascade reach 0.5/0.2"}
 
 
 def test_bench_vs_peers_times_every_system_on_the_tiny_cascade(tiny_cascade, tmp_path):

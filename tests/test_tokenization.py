@@ -11,7 +11,7 @@ import pytest
 import tiny_models
 from tango_edge import Cascade, TangoEdgeError
 from tango_edge.tier import Tier
-from tango_edge.tokenization import OV_TOKENIZER_FILE, TOKENIZER_FILE, native_wordpiece
+from tango_edge.tokenization import OV_TOKENIZER_FILE, TOKENIZER_FILE, native_wordpiece, read_spec
 
 MAX_LENGTH = 128
 
@@ -89,10 +89,11 @@ def test_native_wordpiece_same_ids_as_tokenizer_json(tiny_irs, mixed_sentences, 
     assert refused == {t for t in TRICKY if not t.isascii() or "[MASK]" in t or "[CLS]" in t or any(c in t for c in "\x0b\x00\x7f")}
 
 
-def test_native_wordpiece_only_for_bert_uncased(tiny_irs):
+def test_native_wordpiece_only_for_uncased_wordpiece(tiny_irs):
     spec = json.loads((tiny_irs["a"] / TOKENIZER_FILE).read_text())
-    assert native_wordpiece(spec) is not None
+    native = lambda s: native_wordpiece(s, read_spec(s))
+    assert native(spec) is not None
     cased = {**spec, "normalizer": {**spec["normalizer"], "lowercase": False}}
-    assert native_wordpiece(cased) is None
-    assert native_wordpiece({**spec, "pre_tokenizer": {"type": "Whitespace"}}) is None
-    assert native_wordpiece({**spec, "post_processor": None}) is None
+    assert native(cased) is None
+    assert native({**spec, "pre_tokenizer": {"type": "Whitespace"}}) is None
+    assert native({**spec, "post_processor": None}) is None

@@ -1,0 +1,112 @@
+"""Noise-aware timing, shared by `autotune` and `calibrate`.
+
+The machines this runs on are noisy (2-10x throughput swings within minutes on shared VMs), so candidates are
+never timed one after the other: round r times every candidate once, in a shuffled order, and each candidate's
+figure is its median over the rounds. A slow spell then hits all candidates of a round alike and the median
+discards it. The spread over rounds is reported so a user can see how much to trust the figures.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Callable, Hashable, Sequence, TypeVar
+
+import numpy as np
+
+from .routing import Costs
+
+SEED = 0  # shuffles are reproducible: the same rounds in the same orders on every run
+COST_PASS_SENTENCES = (2048, 256)  # per timed pass of the first tier, and of every later (slower) tier
+
+K = TypeVar("K", bound=Hashable)
+
+
+def round_schedule(candidates: Sequence[K], rounds: int, seed: int = SEED) -> list[list[K]]:
+    """`rounds` lists, each holding every candidate once in its own shuffled order (reproducible by seed)."""
+    rng = random.Random(seed)
+    schedule = []
+    for _ in range(rounds):
+        order = list(candidates)
+        rng.shuffle(order)
+        schedule.append(order)
+    return schedule
+
+
+def summarize(rates: Sequence[float]) -> dict:
+    """Median of the per-round rates and their spread relative to it (min/max and interquartile range)."""
+    if not rates:
+        raise ValueError("no measurements to summarize")
+    values = np.asarray(rates, dtype=np.float64)
+    median = float(np.median(values))
+    q1, q3 = np.percentile(values, [25, 75])
+    relative = (lambda x: float(x) / median) if median > 0 else (lambda x: float("nan"))
+    return {
+        "median": median,
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "iqr_rel": relative(q3 - q1),
+        "range_rel": relative(values.max() - values.min()),
+        "rounds": len(values),
+    }
+
+
+def measure_rounds(
+    candidates: Sequence[K],
+    timed_pass: Callable[[K], float],
+    rounds: int,
+    seed: int = SEED,
+    progress: Callable[[int, int], None] | None = None,
+) -> dict[K, list[float]]:
+    """Each candidate's rate in every round (round r runs every candidate once, in a shuffled order).
+
+    `timed_pass(candidate)` returns instances per second; `progress(round, rounds)` is called after each round.
+    """
+    rates: dict[K, list[float]] = {candidate: [] for candidate in candidates}
+    for index, order in enumerate(round_schedule(candidates, rounds, seed), start=1):
+        for candidate in order:
+            rates[candidate].append(timed_pass(candidate))
+        if progress is not None:
+            progress(index, rounds)
+    return rates
+
+
+def pass_texts(sample: Sequence, count: int, seed: int = SEED) -> list:
+    """`count` sample inputs in a fixed shuffled order, cycling through the sample when it is shorter."""
+    if not sample:
+        raise ValueError("the sample is empty")
+    order = list(sample)
+    random.Random(seed).shuffle(order)
+    repeats = -(-count // len(order))
+    return (order * repeats)[:count]
+
+
+def instances_per_second(tier, texts: Sequence, batch_size: int) -> float:
+    """One timed pass: tokenize `texts` and run them through the tier's AsyncInferQueue at `batch_size`."""
+    started = time.perf_counter()
+    encoded = tier.encoder.encode(list(texts))
+    tier.logits(encoded, batch_size)
+    return len(texts) / max(time.perf_counter() - started, 1e-9)
+
+
+def measure_costs(tiers: Sequence, texts: Sequence, tuned_batch_sizes: Sequence[int], rounds: int, progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, Costs], dict]:
+    """Seconds per instance of each tier alone (tokenization included) at its tuned batch size and at 1.
+
+    Median of `rounds` interleaved rounds; returns ({"tuned": Costs, "batch1": Costs}, per-setting summaries
+    keyed "tier<k>@<batch size>").
+    """
+    counts = [COST_PASS_SENTENCES[0 if k == 0 else 1] for k in range(len(tiers))]
+    timing_texts = [pass_texts(texts, min(len(texts), count)) for count in counts]
+    candidates = [(k, size) for k in range(len(tiers)) for size in sorted({1, tuned_batch_sizes[k]})]
+    for k, size in candidates:  # warm-up: first contact with each batch shape
+        instances_per_second(tiers[k], timing_texts[k][:64], size)
+    rates = measure_rounds(candidates, lambda c: instances_per_second(tiers[c[0]], timing_texts[c[0]], c[1]), rounds, progress=progress)
+    summaries = {c: summarize(rates[c]) for c in candidates}
+    seconds = {c: 1.0 / s["median"] for c, s in summaries.items()}
+    sizes = tuple(tuned_batch_sizes)
+    costs = {
+        "tuned": Costs(tuple(seconds[k, sizes[k]] for k in range(len(tiers))), sizes),
+        "batch1": Costs(tuple(seconds[k, 1] for k in range(len(tiers))), (1,) * len(tiers)),
+    }
+    report = {f"tier{k + 1}@{size}": {**summary, "seconds_per_instance": seconds[k, size]} for (k, size), summary in summaries.items()}
+    return costs, report
