@@ -24,6 +24,8 @@ void register_deferral_queue(py::module_& m) {
              "Up to max_batch ids; [] once closed and drained; None on timeout.")
         .def("flush", &DeferralQueue::flush, py::call_guard<py::gil_scoped_release>())
         .def("close", &DeferralQueue::close, py::call_guard<py::gil_scoped_release>())
+        .def("set_eager", &DeferralQueue::set_eager, py::arg("eager"), py::call_guard<py::gil_scoped_release>(),
+             "While eager, items with a deadline are released at once (the consumer has an idle model).")
         .def("__len__", &DeferralQueue::size)
         .def_property_readonly("closed", &DeferralQueue::closed)
         .def_property_readonly("waiting_consumers", &DeferralQueue::waiting_consumers,

@@ -37,7 +37,9 @@ bool DeferralQueue::push_many(const std::vector<int64_t>& ids, int64_t wait_us) 
         items_.push_back(Item{id, now, deadline, next_seq_++});
         deadlines_.insert(deadline);
         // Wake the consumer only when its answer may have changed: a full batch, or a new earliest deadline.
-        if (items_.size() >= full_batch() || deadline <= *deadlines_.begin()) not_empty_.notify_one();
+        if (items_.size() >= full_batch() || deadline <= *deadlines_.begin() || (eager_ && deadline != kNoDeadline)) {
+            not_empty_.notify_one();
+        }
     }
     return true;
 }
@@ -45,7 +47,7 @@ bool DeferralQueue::push_many(const std::vector<int64_t>& ids, int64_t wait_us) 
 bool DeferralQueue::batch_ready_locked(int64_t now) const {
     if (items_.empty()) return false;
     return closed_ || items_.size() >= full_batch() || items_.front().seq < flush_mark_ ||
-           *deadlines_.begin() <= now;
+           *deadlines_.begin() <= now || (eager_ && *deadlines_.begin() != kNoDeadline);
 }
 
 std::vector<int64_t> DeferralQueue::take_batch_locked(int64_t now) {
@@ -87,6 +89,12 @@ void DeferralQueue::flush() {
     std::lock_guard<std::mutex> lock(mutex_);
     flush_mark_ = next_seq_;
     not_empty_.notify_all();
+}
+
+void DeferralQueue::set_eager(bool eager) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    eager_ = eager;
+    if (eager) not_empty_.notify_all();
 }
 
 void DeferralQueue::close() {

@@ -34,6 +34,10 @@ public:
     std::optional<std::vector<int64_t>> pop_batch(int64_t timeout_us = -1);
 
     void flush();  // everything waiting now is released without waiting for a full batch
+    // While eager, items that have a deadline are released at once, in batches of what is waiting, instead of
+    // at their deadline: a consumer with an idle model takes what has come (continuous batching); items
+    // without a deadline still wait for a full batch or a flush.
+    void set_eager(bool eager);
     void close();  // refuse further pushes; consumers drain what is left
 
     size_t size() const;
@@ -65,6 +69,7 @@ private:
     uint64_t next_seq_ = 0;
     uint64_t flush_mark_ = 0;  // items with seq below it are released
     bool closed_ = false;
+    bool eager_ = false;
     size_t waiting_consumers_ = 0;
     size_t waiting_producers_ = 0;
     LatencyRecorder wait_recorder_;

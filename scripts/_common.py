@@ -98,3 +98,17 @@ def collate(torch, rows: list[list[int]], pad_id: int):
         ids[i, : len(r)] = torch.tensor(r)
         mask[i, : len(r)] = 1
     return ids, mask
+
+
+def model_inputs(torch, rows: list, pad_id: int, type_rows: list | None = None) -> dict:
+    """The keyword inputs of a transformers classifier for a batch: input_ids and attention_mask, plus
+    token_type_ids when given (pair tasks of models that take them), right-padded like the runtime pads."""
+    ids, mask = collate(torch, rows, pad_id)
+    inputs = {"input_ids": ids, "attention_mask": mask}
+    if type_rows is not None:
+        types = torch.zeros_like(ids)
+        for i, r in enumerate(type_rows):
+            types[i, : len(r)] = torch.tensor(r)
+        inputs["token_type_ids"] = types
+    return inputs
+

@@ -43,10 +43,10 @@ def main(argv=None):
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.models[0])
     dev = read_tsv(args.dev, args.text_columns.split(","), args.label_column)
-    dev_ids = encode(tokenizer, dev.texts, args.max_length)
+    dev_encoded = encode(tokenizer, dev.texts, args.max_length)
 
     def accuracy(model) -> float:
-        return evaluate(torch, model, dev_ids, dev.labels, tokenizer.pad_token_id)
+        return evaluate(torch, model, dev_encoded, dev.labels, tokenizer.pad_token_id)
 
     models = [sequence_classifier.load(m) for m in args.models]
     if len({sequence_classifier.pooling_of(m) for m in models}) > 1:

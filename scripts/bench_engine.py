@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """How close the cascade runtime comes to its ideal throughput, measured side by side in one run.
 
-On the same inputs: each tier alone (at its batch size, tokenization included); the cascade at thresholds chosen
+On the same inputs: each tier alone (at its batch size, tokenization included; tier 1 also with the OpenVINO and
+the Rust tokenizer instead of the default C++ WordPiece); the cascade at thresholds chosen
 so that given shares of the inputs reach each later tier; and for each such setting the same work run phase by
 phase with nothing overlapping (tier 1 alone over all inputs, then tier 2 alone over the ones that reach it,
 ...). With --three-tiers, a two-tier folder also runs as three tiers (its last tier twice: tier 1 -> tier 2 ->
@@ -93,6 +94,9 @@ def setups(folder: Path, texts: list, reach_settings: list[list[float]], overrid
     for k in range(n_tiers):
         engines[f"{label}tier{k + 1} alone"] = Cascade.from_dir(folder, thresholds=alone_thresholds(n_tiers, k), **overrides)
     alone = [engines[f"{label}tier{k + 1} alone"] for k in range(n_tiers)]
+    if not label:  # the default tokenizer (the C++ WordPiece for ASCII texts, else the OpenVINO one) against each alone
+        for tokenizer in ("openvino", "rust"):
+            engines[f"tier1, {tokenizer} tokenizer"] = Cascade.from_dir(folder, thresholds=alone_thresholds(n_tiers, 0), tokenizer=tokenizer, **overrides)
     for reach in reach_settings:
         if len(reach) != n_tiers - 1:
             raise SystemExit(f"error: {folder} has {n_tiers} tiers: give {n_tiers - 1} reach shares per setting, got {reach}")
@@ -155,7 +159,7 @@ def main(argv=None):
         label = name[:3] if name.startswith("3t ") else ""
         reach = runs[name][1] or reach_of.get(name)
         seconds = [1 / median[f"{label}tier{k + 1} alone"] for k in range(len(reach))]
-        ideal = 1 / sum(s * t for s, t in zip(reach, seconds)) if "alone" not in name else median[name]
+        ideal = 1 / sum(s * t for s, t in zip(reach, seconds)) if "reach" in name else median[name]
         row = {"configuration": name, "reach": reach, "median_per_s": median[name], "min_per_s": min(speeds[name]), "max_per_s": max(speeds[name]), "rates_per_s": speeds[name], "ideal_per_s": ideal, "fraction_of_ideal": median[name] / ideal}
         rows.append(row)
         print(f"{name:<28} {'/'.join(f'{r:.3f}' for r in reach):>16} {median[name]:>10.1f} {row['min_per_s']:>7.0f}-{row['max_per_s']:<7.0f} {ideal:>9.1f} {row['fraction_of_ideal']:>8.2f}")

