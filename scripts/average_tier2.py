@@ -21,7 +21,7 @@ from pathlib import Path
 import _common
 import sequence_classifier
 from _common import log
-from train_tier2 import encode, evaluate
+from train_tier2 import encode, evaluate, takes_token_types
 
 from tango_edge.data import read_tsv
 
@@ -43,12 +43,12 @@ def main(argv=None):
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(args.models[0])
     dev = read_tsv(args.dev, args.text_columns.split(","), args.label_column)
-    dev_encoded = encode(tokenizer, dev.texts, args.max_length)
+    models = [sequence_classifier.load(m) for m in args.models]
+    dev_encoded = encode(tokenizer, dev.texts, args.max_length, takes_token_types(models[0]))
 
     def accuracy(model) -> float:
         return evaluate(torch, model, dev_encoded, dev.labels, tokenizer.pad_token_id)
 
-    models = [sequence_classifier.load(m) for m in args.models]
     if len({sequence_classifier.pooling_of(m) for m in models}) > 1:
         raise SystemExit("error: the runs pool differently (--pooling); only runs of one recipe can be averaged")
     scores = [accuracy(m) for m in models]

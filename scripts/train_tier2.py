@@ -79,13 +79,20 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def encode(tokenizer, texts, max_length):
-    """(input ids, token type ids or None) per text. Type ids are kept only for pairs and only when the model
-    takes them (BERT does, MPNet does not), so training feeds a model exactly what the runtime sends it."""
+def takes_token_types(model) -> bool:
+    """Whether the encoder has a token_type_ids input (BERT does, MPNet does not)."""
+    import inspect
+
+    return "token_type_ids" in inspect.signature(model.base_model.forward).parameters
+
+
+def encode(tokenizer, texts, max_length, with_types: bool = False):
+    """(input ids, token type ids or None) per text. Type ids, from the tokenizer's pair template, are kept only
+    for pairs and only `with_types` (the model takes them), so training feeds a model what the runtime sends it."""
     if texts and isinstance(texts[0], tuple):
         first, second = zip(*texts)
         enc = tokenizer(list(first), list(second), truncation=True, max_length=max_length)
-        types = enc["token_type_ids"] if "token_type_ids" in tokenizer.model_input_names and "token_type_ids" in enc else None
+        types = [e.type_ids for e in enc.encodings] if with_types else None
     else:
         enc = tokenizer(list(texts), truncation=True, max_length=max_length)
         types = None
@@ -180,8 +187,9 @@ def main(argv=None):
     model = sequence_classifier.create(base, args.pooling, num_labels=num_labels, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
     if not args.train_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
-    train_ids, train_types = encode(tokenizer, train.texts, args.max_length)
-    dev_encoded = encode(tokenizer, dev.texts, args.max_length)
+    with_types = takes_token_types(model)
+    train_ids, train_types = encode(tokenizer, train.texts, args.max_length, with_types)
+    dev_encoded = encode(tokenizer, dev.texts, args.max_length, with_types)
     lengths = [len(x) for x in train_ids]
 
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)

@@ -292,7 +292,7 @@ def test_bench_engine_measures_each_configuration_on_the_tiny_cascade(tiny_casca
     rows = {row["configuration"]: row for row in results["rows"]}
     two = {"tier1 alone", "tier2 alone", "cascade reach 0.2", "phased reach 0.2", "cascade reach 0.5", "phased reach 0.5"}
     three = {"3t tier1 alone", "3t tier2 alone", "3t tier3 alone", "3t cascade reach 0.5/0.2", "3t phased reach 0.5/0.2"}
-    assert two | three == set(rows)
+    assert two | three | {"tier1, openvino tokenizer", "tier1, rust tokenizer"} == set(rows)
     assert all(row["median_per_s"] > 0 and row["fraction_of_ideal"] > 0 for row in rows.values())
     for f in (0.2, 0.5):
         assert rows[f"phased reach {f:g}"]["reach"] == pytest.approx([1.0, f], abs=0.01)
@@ -428,12 +428,16 @@ def test_train_tier2_resumes_to_the_same_model_as_an_uninterrupted_run(tmp_path)
 
 
 def test_train_tier2_feeds_token_type_ids_for_pairs_when_the_model_takes_them(tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
     import train_tier2
 
-    bert = tiny_models.make_tokenizer(120)
-    mpnet = tiny_models.make_mpnet_tokenizer(120)
+    bert_dir, mpnet_dir = tiny_models.make_bert(tmp_path / "bert", seed=1), tiny_models.make_mpnet(tmp_path / "mpnet", seed=1)
+    assert train_tier2.takes_token_types(AutoModelForSequenceClassification.from_pretrained(bert_dir))
+    assert not train_tier2.takes_token_types(AutoModelForSequenceClassification.from_pretrained(mpnet_dir))
+    bert = AutoTokenizer.from_pretrained(bert_dir)
     pairs = [("a great film", "dull"), ("charming", "an awful mess")]
-    ids, types = train_tier2.encode(bert, pairs, 64)
-    assert types is not None and all(len(t) == len(i) for t, i in zip(types, ids)) and 1 in types[0]
-    assert train_tier2.encode(mpnet, pairs, 64)[1] is None  # MPNet takes no token_type_ids
-    assert train_tier2.encode(bert, ["a great film"], 64)[1] is None  # single texts: all zeros, left out
+    ids, types = train_tier2.encode(bert, pairs, 64, with_types=True)
+    assert all(len(t) == len(i) for t, i in zip(types, ids)) and 1 in types[0] and types[0][0] == 0
+    assert train_tier2.encode(bert, pairs, 64)[1] is None  # a model without the input gets none
+    assert train_tier2.encode(bert, ["a great film"], 64, with_types=True)[1] is None  # single texts: all zeros, left out
