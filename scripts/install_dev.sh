@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python -m pip install --quiet torch==2.13.0
-python -m pip install --quiet -c scripts/constraints.txt -e ".[scripts,test,plots]"
+python -m pip install --quiet -c scripts/constraints.txt -e ".[scripts,test,plots,serve]"
 # optimum-intel pulls torchvision, whose PyPI wheel is a CUDA build that breaks `from optimum.intel import ...`;
 # nothing here uses it.
 python -m pip uninstall --quiet -y torchvision 2>/dev/null || true

@@ -40,13 +40,19 @@ PAIR_SEPARATOR = "\t"  # a pair task's input line: first text, a tab, second tex
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
-    """The answer for one input. `tier` is 1..N; on a bad input, label/score/tier are None and `error` says why."""
+    """The answer for one input. `tier` is 1..N; on a bad input, label/score/tier are None and `error` says why.
+
+    `probabilities` (every label's, in label order) and `logits` are the answering tier's, for callers that
+    want more than the top label (the HTTP server's /predict answers with every label).
+    """
 
     label: str | None
     score: float | None
     tier: int | None
     error: str | None = None
     truncated: bool = False
+    probabilities: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
+    logits: tuple[float, ...] | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         out = {"label": self.label, "score": None if self.score is None else round(self.score, 6), "tier": self.tier}
@@ -264,13 +270,15 @@ class Stage:
         self.requests = requests
         self.queue.set_eager(self.eager)  # nothing runs yet
 
+    draining: bool = False  # shutting down: release everything at once, never wait for a batch to fill
+
     def submit(self, inputs: dict, userdata) -> None:
         """Start a request. While none of an eager stage's requests runs, its queue releases online inputs at
         once (continuous batching); while one runs, they gather into a batch until it is full or due."""
         with self.submit_lock:
             with self.flight_lock:
                 self.in_flight += 1
-                self.queue.set_eager(False)
+                self.queue.set_eager(self.draining)
             try:
                 self.requests.start_async(inputs, userdata)
             except BaseException:
@@ -280,8 +288,14 @@ class Stage:
     def finished(self) -> None:
         with self.flight_lock:
             self.in_flight -= 1
-            if self.in_flight == 0:
-                self.queue.set_eager(self.eager)
+            if self.in_flight == 0 or self.draining:
+                self.queue.set_eager(self.eager or self.draining)
+
+    def drain(self) -> None:
+        with self.flight_lock:
+            self.draining = True
+            self.queue.set_eager(True)
+        self.queue.flush()
 
 
 def running_tiers(thresholds: Sequence[float | None]) -> list[int]:
@@ -335,6 +349,9 @@ class Cascade:
             # 0.33-0.39x of predict() with eager later stages, 0.37-0.46x without, one run each).
             stage.eager = stage.position == 0
             stage.start(stage.tier.request_queue(self._on_batch_done))
+        # Called after every batch with (tier, inputs, answered, seconds, first-tier queue waits or None), from
+        # OpenVINO callback threads: the HTTP server's metrics hook. None: no call.
+        self.batch_observer = None
         self._closed = False
         for stage in self.stages:
             stage.worker = threading.Thread(target=self._stage_loop, args=(stage,), name=f"tango-edge-tier{stage.tier_index + 1}", daemon=True)
@@ -410,6 +427,20 @@ class Cascade:
         summary["threshold"] = self.config.tiers[0].threshold
         summary["batch_sizes"] = self.config.batch_sizes
         return summary
+
+    def drain(self) -> None:
+        """Stop waiting for batches to fill: every input queued now or deferred later goes on at once (a server
+        shutting down answers what it accepted without waiting for max_wait_ms)."""
+        for stage in self.stages:
+            stage.drain()
+
+    def pending(self) -> int:
+        """Inputs accepted and not answered yet."""
+        return len(self._instances)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     def reset_stats(self) -> None:
         self._stats.reset()
@@ -561,8 +592,12 @@ class Cascade:
                 keep = confidence >= stage.threshold
             answered = int(keep.sum())
             self._stats.record_batch(stage.tier_index, len(ids), answered, finished - started)
+            observer = self.batch_observer
+            if observer is not None:
+                waits = [(started - self._instances[iid].started_ns) / 1e9 for iid in ids] if stage.position == 0 else None
+                observer(stage.tier_index + 1, len(ids), answered, (finished - started) / 1e9, waits)
             if answered:
-                self._answer([iid for iid, k in zip(ids, keep) if k], labels[keep], confidence[keep], stage, finished)
+                self._answer([iid for iid, k in zip(ids, keep) if k], labels[keep], confidence[keep], probs[keep], logits[keep], stage, finished)
             if answered < len(ids):
                 self._defer([iid for iid, k in zip(ids, keep) if not k], stage)
         except BaseException as exc:  # never leave a caller waiting on a lost batch
@@ -570,15 +605,15 @@ class Cascade:
         finally:
             stage.finished()
 
-    def _answer(self, ids: list[int], labels: np.ndarray, scores: np.ndarray, stage: Stage, finished: int) -> None:
+    def _answer(self, ids: list[int], labels: np.ndarray, scores: np.ndarray, probs: np.ndarray, logits: np.ndarray, stage: Stage, finished: int) -> None:
         by_sink: dict[int, tuple[_Sink, list]] = {}
         latencies, truncated = [], 0
-        for iid, label, score in zip(ids, labels.tolist(), scores.tolist()):
+        for iid, label, score, row, raw in zip(ids, labels.tolist(), scores.tolist(), probs.tolist(), logits.tolist()):
             inst = self._instances.pop(iid)
             latencies.append(finished - inst.started_ns)
             truncated += bool(inst.encoded.truncated)  # by the answering tier's tokenizer
             entry = by_sink.setdefault(id(inst.sink), (inst.sink, []))
-            entry[1].append((inst.index, Prediction(self.labels[label], score, stage.tier_index + 1, truncated=bool(inst.encoded.truncated))))
+            entry[1].append((inst.index, Prediction(self.labels[label], score, stage.tier_index + 1, truncated=bool(inst.encoded.truncated), probabilities=tuple(row), logits=tuple(raw))))
         self._stats.latency.record_many(latencies)
         if truncated:
             self._stats.add_truncated(truncated)

@@ -25,6 +25,7 @@ EXAMPLES = """examples:
   tango-edge info
   tango-edge autotune                                     # once per machine: tune batch sizes
   tango-edge calibrate --data dev.tsv --target 0.99 --plots plots/
+  tango-edge serve --port 8080                            # TEI-style HTTP: POST /predict {"inputs": "..."}
 """
 
 
@@ -105,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--quick", action="store_true", help="3 small batch sizes, automatic streams only, tiny passes: a smoke run for tests, not a tuning")
     tune.add_argument("--json", action="store_true", help="print the profile as JSON on stdout instead of the table")
 
+    srv = sub.add_parser("serve", help="serve the cascade over HTTP with TEI's /predict API (needs the [serve] extra)")
+    add_models(srv)
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed at start)")
+    srv.add_argument("--thresholds", type=thresholds_arg, default=None, help="every tier's threshold but the last's (default: cascade.json)")
+    srv.add_argument("--max-wait-ms", type=float, default=None, help="longest a request waits for a batch at a tier (default: cascade.json)")
+    srv.add_argument("--max-concurrent-requests", type=positive_int, default=512, help="requests in flight before 429 (default 512)")
+    srv.add_argument("--max-client-batch-size", type=positive_int, default=32, help="inputs per request before 413 (default 32)")
+    srv.add_argument("--payload-limit", type=positive_int, default=2_000_000, help="request body bytes before 413 (default 2000000)")
+
     cal = sub.add_parser("calibrate", help="choose the thresholds on labelled data; print the paper's tables")
     add_models(cal)
     cal.add_argument("--data", required=True, help="labelled TSV file (header row; columns from cascade.json)")
@@ -126,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_command(args)
         if args.command == "info":
             return info_command(args)
+        if args.command == "serve":
+            return serve_command(args)
         if args.command == "autotune":
             from .autotune import autotune_command
 
@@ -280,6 +293,20 @@ def format_summary(s: dict) -> str:
         f"throughput {s['throughput_per_s']:.1f}/s over {s['seconds']:.2f} s; {tiers or 'no batches'}; "
         f"latency p50 {lat.get('p50_ms', 0):.1f} ms, p95 {lat.get('p95_ms', 0):.1f} ms, p99 {lat.get('p99_ms', 0):.1f} ms"
     )
+
+
+def serve_command(args) -> int:
+    try:
+        import fastapi  # noqa: F401
+        import prometheus_client  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise TangoEdgeError(f"tango-edge serve needs the [serve] extra ({exc.name} is missing): pip install 'tango-edge[serve]'") from None
+    from .serve.app import ServerLimits, serve
+
+    limits = ServerLimits(args.max_concurrent_requests, args.max_client_batch_size, args.payload_limit)
+    serve(args.models, host=args.host, port=args.port, limits=limits, thresholds=args.thresholds, max_wait_ms=args.max_wait_ms, device=args.device)
+    return 0
 
 
 def info_command(args) -> int:

@@ -97,3 +97,19 @@ def test_native_wordpiece_only_for_uncased_wordpiece(tiny_irs):
     assert native(cased) is None
     assert native({**spec, "pre_tokenizer": {"type": "Whitespace"}}) is None
     assert native({**spec, "post_processor": None}) is None
+
+
+def test_mpnet_layout_takes_the_native_path_with_tokenizer_json_ids(tiny_mpnet_irs, mixed_sentences):
+    """MPNet's tokenizer (<s> A </s>, pad id 1, added tokens matched after lowercasing, a fixed padding to 128 in
+    tokenizer.json): the C++ WordPiece gives tokenizer.json's ids, unpadded, and refuses added tokens in any case."""
+    folder = tiny_mpnet_irs["m1"]
+    native = Tier(folder, max_length=MAX_LENGTH).encoder
+    rust = Tier(folder, max_length=MAX_LENGTH, tokenizer="rust").encoder
+    assert native.backend.startswith("native") and native.pad_id == 1 and native.spec.single_bounds == (0, 2)
+    texts = mixed_sentences + ["a <unk> film", "a <UNK> film", "<S> great </s>", "[unk] dull", "Ünïcödé film", "x"]
+    got, want = native.encode(texts), rust.encode(texts)
+    for text, a, b in zip(texts, got, want):
+        assert (list(a.ids), a.truncated) == (list(b.ids), b.truncated), text
+    assert all(len(e) < 128 for e in got[-6:])  # the tokenizer's own padding to 128 never applies
+    _, _, refused = native.native.encode_batch(texts[-6:])
+    assert refused.tolist() == [0, 1, 2, 3, 4]  # added tokens ("[UNK]" too), whatever their case, and non-ASCII: the full tokenizer
