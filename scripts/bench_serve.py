@@ -9,7 +9,8 @@ count and a time cap; levels and servers are interleaved in rounds (shuffled ord
 - cascade: `tango-edge serve` on the cascade folder;
 - last tier only: the same server with every tier but the last skipped (thresholds above 1);
 - optimum-intel: a FastAPI app wrapping optimum-intel's `OVModelForSequenceClassification` in a transformers
-  pipeline on the same last-tier INT8 IR (sync endpoint: FastAPI runs it in its thread pool).
+  pipeline on the same last-tier INT8 IR (a sync endpoint in FastAPI's thread pool, the pipeline behind a lock:
+  its one OpenVINO infer request fails when two threads call it at once).
 
 In-process `Cascade.predict()` on the same sentences is timed in the same rounds, for the server's overhead.
 
@@ -52,12 +53,14 @@ def peer_app(model_dir: str):
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     pipe = transformers.pipeline("text-classification", model=OVModelForSequenceClassification.from_pretrained(model_dir), tokenizer=tokenizer, top_k=None)
     app = FastAPI()
+    lock = threading.Lock()  # one OpenVINO infer request behind the pipeline: concurrent calls fail ("busy") without it
 
     @app.post("/predict")
     def predict(body: dict):
         inputs = body["inputs"]
         texts = [inputs] if isinstance(inputs, str) else [item[0] for item in inputs]
-        out = pipe(texts, batch_size=len(texts), truncation=True)
+        with lock:
+            out = pipe(texts, batch_size=len(texts), truncation=True)
         return out[0] if isinstance(inputs, str) else out
 
     return app

@@ -134,9 +134,16 @@ def test_cascade_stage_sets_each_tier_of_three_at_its_share(three_tier_cascade):
     assert reach[1] == pytest.approx(0.4, abs=0.02) and reach[2] == pytest.approx(0.15, abs=0.02)
 
 
-def test_candidate_batch_sizes_are_powers_of_two_to_128():
-    assert candidate_batch_sizes() == (1, 2, 4, 8, 16, 32, 64, 128)
-    assert set(candidate_batch_sizes(quick=True)) < set(candidate_batch_sizes())
+def test_candidate_batch_sizes_cover_the_defaults_and_quick_ones_do_not():
+    """Powers of two from 1, through both default batch sizes; --quick's sizes are a subset avoiding the defaults,
+    so a test can see a tuned profile applied."""
+    from tango_edge.config import FIRST_TIER_BATCH_SIZE, LATER_TIER_BATCH_SIZE
+
+    sizes = candidate_batch_sizes()
+    assert sizes[0] == 1 and all(b == 2 * a for a, b in zip(sizes, sizes[1:]))
+    assert {FIRST_TIER_BATCH_SIZE, LATER_TIER_BATCH_SIZE} <= set(sizes)
+    quick = set(candidate_batch_sizes(quick=True))
+    assert quick < set(sizes) and not quick & {FIRST_TIER_BATCH_SIZE, LATER_TIER_BATCH_SIZE}
 
 
 def test_candidate_streams_on_two_cores_are_auto_1_2():

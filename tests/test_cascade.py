@@ -314,7 +314,9 @@ def test_bad_inputs_get_an_error_in_place(tiny_cascade, mixed_sentences):
         assert (preds[i].label, preds[i].score, preds[i].tier) == (None, None, None)
     check_against_tiers([preds[i] for i in (0, 2, 5, 8, 10, 12)], ref, 0.7, rows=range(6))  # UTF-8 bytes are decoded
     long = preds[6]
-    assert long.truncated and long.error is None and long.label in ref.labels and long.tier in (1, 2)
+    alone = Tier(tiny_cascade / "tier1", max_length=MAX_LENGTH)
+    confidence = softmax(alone.logits(alone.encoder.encode([long_line]), batch_size=1))[0].max()
+    assert long.truncated and long.error is None and long.tier == (1 if confidence >= 0.7 else 2)
     assert stats["errors"] == 6 and stats["truncated"] == 1 + sum(ref.truncated[:6]) and stats["count"] == len(inputs)
     assert [p.error for p in only_bad] == ["empty input", "expected a string, got float"]
 

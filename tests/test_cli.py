@@ -6,6 +6,7 @@ import json
 import shutil
 import signal
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -192,3 +193,38 @@ def test_console_script_exit_codes(script, tiny_cascade, tmp_path):
     assert usage.returncode == 2 and "argument --threshold" in usage.stderr
     no_command = subprocess.run([script], capture_output=True, text=True, timeout=300)
     assert no_command.returncode == 2 and "usage:" in no_command.stderr
+
+
+def test_run_pair_task_reads_two_tab_separated_texts_a_line(tiny_cascade, tmp_path, capsys):
+    """A pair task's line is first text, tab, second text; a line without exactly one tab gets an error, in place."""
+    folder = shutil.copytree(tiny_cascade, tmp_path / "pairs")
+    raw = json.loads((folder / "cascade.json").read_text())
+    (folder / "cascade.json").write_text(json.dumps({**raw, "text_columns": ["sentence1", "sentence2"]}))
+    lines = ["a great film\tdull and boring", "no tab here", "charming\tfunny\textra", "an awful mess\ta gorgeous film"]
+    source = tmp_path / "pairs.tsv"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["run", "--input", str(source), "--models", str(folder)]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(out) == 4
+    assert out[1]["error"] == "expected two texts separated by one tab, found 0 tabs" and out[2]["error"].endswith("found 2 tabs")
+    with Cascade.from_dir(folder) as cascade:
+        want = cascade.predict([("a great film", "dull and boring"), ("an awful mess", "a gorgeous film")])
+    for got, prediction in zip((out[0], out[3]), want):
+        assert (got["label"], got["tier"]) == (prediction.label, prediction.tier) and got["score"] == pytest.approx(prediction.score, abs=1e-5)
+
+
+def test_source_tree_without_the_compiled_core_says_what_to_run(tmp_path):
+    """Importing a copy of tango_edge/ that has no _core fails with one line naming the command."""
+    import subprocess
+    import sys
+
+    import tango_edge
+
+    copy = shutil.copytree(Path(tango_edge.__file__).parent, tmp_path / "tango_edge", ignore=shutil.ignore_patterns("_core*", "models", "__pycache__"))
+    assert not list(copy.glob("_core*"))
+    # The editable install's finder would send `tango_edge` to the built checkout: drop it, so the copy is imported.
+    code = "import sys; sys.meta_path = [f for f in sys.meta_path if 'Redirecting' not in type(f).__name__]; sys.path.insert(0, '.'); import tango_edge"
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: tango_edge._core is not built") and "pip install -e ." in last
