@@ -22,7 +22,6 @@ import json
 import random
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -32,47 +31,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tango_edge import Cascade  # noqa: E402
 from tango_edge.data import read_tsv  # noqa: E402
+from tango_edge.timing import closed_loop  # noqa: E402
 
 
-def closed_loop(cascade: Cascade, texts: list, clients: int, requests: int, max_seconds: float) -> dict:
-    """`clients` threads sending `requests` sentences in all (or stopping at `max_seconds`); rates and latencies."""
-    latencies: list[float] = []
-    lock = threading.Lock()
-    next_request = [0]
-    give_up = time.perf_counter() + max_seconds
-    barrier = threading.Barrier(clients + 1)
+def threaded_clients(cascade: Cascade, texts: list, clients: int, requests: int, max_seconds: float) -> dict:
+    """`clients` threads sending one sentence at a time with `Cascade.submit` (timing.closed_loop)."""
 
-    def client():
-        mine = []
-        barrier.wait()
-        while time.perf_counter() < give_up:
-            with lock:
-                k = next_request[0]
-                if k >= requests:
-                    break
-                next_request[0] += 1
-            sent = time.perf_counter()
+    def make_sender():
+        def send(k: int) -> None:
             answer = cascade.submit(texts[k % len(texts)]).result(timeout=60)
-            mine.append(time.perf_counter() - sent)
             if answer.error is not None:
                 raise RuntimeError(answer.error)
-        with lock:
-            latencies.extend(mine)
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    elapsed = time.perf_counter() - started
-    ms = np.asarray(latencies) * 1e3
-    return {"requests": len(latencies), "per_s": len(latencies) / elapsed, "p50_ms": float(np.percentile(ms, 50)), "p99_ms": float(np.percentile(ms, 99))}
+        return send
+
+    return closed_loop(clients, requests, max_seconds, make_sender)
 
 
-def closed_loop_async(cascade: Cascade, texts: list, clients: int, requests: int, max_seconds: float) -> dict:
-    """The same closed loop as `closed_loop`, with `clients` coroutines on one asyncio event loop (as an HTTP
+def asyncio_clients(cascade: Cascade, texts: list, clients: int, requests: int, max_seconds: float) -> dict:
+    """The same closed loop as `threaded_clients`, with `clients` coroutines on one asyncio event loop (as an HTTP
     server runs them) awaiting `Cascade.predict_async` instead of threads blocking on futures."""
     import asyncio
 
@@ -118,15 +95,15 @@ def main(argv=None):
         print(f"note: {cascade.profile_note}", file=sys.stderr)
     batch_stream = (texts * (args.requests // len(texts) + 1))[: args.requests]
     list(cascade.predict_iter(batch_stream[:256]))  # warm-up
-    closed_loop(cascade, texts, 8, 200, 10.0)
+    threaded_clients(cascade, texts, 8, 200, 10.0)
 
     def timed_predict() -> dict:
         started = time.perf_counter()
         cascade.predict(batch_stream)
         return {"requests": len(batch_stream), "per_s": len(batch_stream) / (time.perf_counter() - started)}
 
-    runs = {f"threads {c}": (lambda c=c: closed_loop(cascade, texts, c, args.requests, args.max_seconds)) for c in levels}
-    runs.update({f"asyncio {c}": (lambda c=c: closed_loop_async(cascade, texts, c, args.requests, args.max_seconds)) for c in levels})
+    runs = {f"threads {c}": (lambda c=c: threaded_clients(cascade, texts, c, args.requests, args.max_seconds)) for c in levels}
+    runs.update({f"asyncio {c}": (lambda c=c: asyncio_clients(cascade, texts, c, args.requests, args.max_seconds)) for c in levels})
     runs["predict()"] = timed_predict
     results = {name: [] for name in runs}
     cascade.reset_stats()

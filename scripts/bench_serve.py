@@ -24,15 +24,10 @@ import argparse
 import http.client
 import json
 import random
-import re
 import statistics
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -40,8 +35,9 @@ from tango_edge import Cascade  # noqa: E402
 from tango_edge.config import CascadeConfig  # noqa: E402
 from tango_edge.data import read_tsv  # noqa: E402
 from tango_edge.routing import SKIP_THRESHOLD  # noqa: E402
+from tango_edge.serve.launch import ServerProcess  # noqa: E402
+from tango_edge.timing import closed_loop  # noqa: E402
 
-START_SECONDS = 300
 
 
 def peer_app(model_dir: str):
@@ -53,6 +49,8 @@ def peer_app(model_dir: str):
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir)
     pipe = transformers.pipeline("text-classification", model=OVModelForSequenceClassification.from_pretrained(model_dir), tokenizer=tokenizer, top_k=None)
     app = FastAPI()
+    import threading
+
     lock = threading.Lock()  # one OpenVINO infer request behind the pipeline: concurrent calls fail ("busy") without it
 
     @app.post("/predict")
@@ -66,75 +64,23 @@ def peer_app(model_dir: str):
     return app
 
 
-class Subprocess:
-    """A server on a free port: `tango-edge serve`, or this script's --peer mode."""
+def http_clients(port: int, payloads: list[bytes], clients: int, requests: int, max_seconds: float) -> dict:
+    """`clients` threads on keep-alive connections posting `payloads` in turn (timing.closed_loop)."""
 
-    def __init__(self, command: list[str]):
-        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
-        self.port, found, self.log = None, threading.Event(), []
-
-        def read():
-            for line in self.process.stderr:
-                self.log.append(line)
-                match = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
-                if match:
-                    self.port = int(match.group(1))
-                    found.set()
-            found.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not found.wait(START_SECONDS) or self.port is None:
-            raise SystemExit("error: a server did not start:\n" + "".join(self.log[-20:]))
-
-    def stop(self) -> None:
-        self.process.terminate()
-        self.process.wait(60)
-
-
-def closed_loop(port: int, payloads: list[bytes], clients: int, requests: int, max_seconds: float) -> dict:
-    """`clients` threads on keep-alive connections, `requests` in all (or `max_seconds`); rates and latencies."""
-    latencies, lock, next_request, errors = [], threading.Lock(), [0], []
-    barrier = threading.Barrier(clients + 1)
-    give_up = [0.0]
-
-    def client():
+    def make_sender():
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        mine = []
-        barrier.wait()
-        try:
-            while time.perf_counter() < give_up[0]:
-                with lock:
-                    k = next_request[0]
-                    if k >= requests:
-                        break
-                    next_request[0] += 1
-                sent = time.perf_counter()
-                connection.request("POST", "/predict", payloads[k % len(payloads)], {"Content-Type": "application/json"})
-                response = connection.getresponse()
-                response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"status {response.status}")
-                mine.append(time.perf_counter() - sent)
-        except BaseException as exc:
-            errors.append(exc)
-        finally:
-            connection.close()
-            with lock:
-                latencies.extend(mine)
 
-    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
-    for t in threads:
-        t.start()
-    give_up[0] = time.perf_counter() + max_seconds
-    barrier.wait()
-    started = time.perf_counter()
-    for t in threads:
-        t.join()
-    if errors:
-        raise SystemExit(f"error: a client failed: {errors[0]!r}")
-    elapsed = time.perf_counter() - started
-    ms = np.asarray(latencies) * 1e3
-    return {"requests": len(latencies), "requests_per_s": len(latencies) / elapsed, "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}
+        def send(k: int) -> None:
+            connection.request("POST", "/predict", payloads[k % len(payloads)], {"Content-Type": "application/json"})
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                raise RuntimeError(f"status {response.status}")
+
+        return send
+
+    result = closed_loop(clients, requests, max_seconds, make_sender)
+    return {**result, "requests_per_s": result.pop("per_s")}
 
 
 def main(argv=None):
@@ -160,7 +106,7 @@ def main(argv=None):
     last_dir = str(args.models / config.tiers[-1].dir)
     skip = ",".join(str(SKIP_THRESHOLD) for _ in config.tiers[:-1])
     serve = [sys.executable, "-m", "tango_edge.cli", "serve", "--models", str(args.models), "--port", "0", "--max-client-batch-size", "64"]
-    servers = {"cascade": Subprocess(serve), "last tier only": Subprocess(serve + ["--thresholds", skip]), "optimum-intel": Subprocess([sys.executable, __file__, "--peer", last_dir])}
+    servers = {"cascade": ServerProcess(serve), "last tier only": ServerProcess(serve + ["--thresholds", skip]), "optimum-intel": ServerProcess([sys.executable, __file__, "--peer", last_dir])}
     sizes = [int(s) for s in args.sizes.split(",")]
     levels = [int(c) for c in args.concurrency.split(",")]
     rng = random.Random(0)
@@ -177,7 +123,7 @@ def main(argv=None):
     for name, server in servers.items():
         for size in sizes:
             for clients in levels:
-                runs[(name, size, clients)] = (lambda port=server.port, size=size, clients=clients: closed_loop(port, payloads[size], clients, args.requests, args.max_seconds))
+                runs[(name, size, clients)] = (lambda port=server.port, size=size, clients=clients: http_clients(port, payloads[size], clients, args.requests, args.max_seconds))
     for size in sizes:
         def predict(size=size):
             started = time.perf_counter()
@@ -186,7 +132,7 @@ def main(argv=None):
 
         runs[("in-process predict()", size, 0)] = predict
     for server in servers.values():  # warm-up
-        closed_loop(server.port, payloads[sizes[0]], 4, 50, 10.0)
+        http_clients(server.port, payloads[sizes[0]], 4, 50, 10.0)
     in_process.predict(batch_texts[sizes[0]][:256])
     results = {key: [] for key in runs}
     try:

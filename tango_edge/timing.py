@@ -110,3 +110,58 @@ def measure_costs(tiers: Sequence, texts: Sequence, tuned_batch_sizes: Sequence[
     }
     report = {f"tier{k + 1}@{size}": {**summary, "seconds_per_instance": seconds[k, size]} for (k, size), summary in summaries.items()}
     return costs, report
+
+
+def closed_loop(clients: int, requests: int, max_seconds: float, make_sender: Callable[[], Callable[[int], None]]) -> dict:
+    """A bounded closed-loop load: `clients` threads, each sending request k (0, 1, 2 ... shared among them) and
+    waiting for its answer before the next, until `requests` were sent or `max_seconds` passed.
+
+    `make_sender()` runs once in each thread and returns its `send(k)` (so a thread can keep a connection);
+    `send` raises on a failed request. Returns the requests done, requests/s and latency percentiles (ms).
+    """
+    import threading
+
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    next_request = [0]
+    barrier = threading.Barrier(clients + 1)
+    give_up = [0.0]
+
+    def client():
+        mine = []
+        try:
+            send = make_sender()
+            barrier.wait()
+            while time.perf_counter() < give_up[0]:
+                with lock:
+                    k = next_request[0]
+                    if k >= requests:
+                        break
+                    next_request[0] += 1
+                sent = time.perf_counter()
+                send(k)
+                mine.append(time.perf_counter() - sent)
+        except BaseException as exc:
+            errors.append(exc)
+            barrier.abort()
+        finally:
+            with lock:
+                latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    give_up[0] = time.perf_counter() + max_seconds
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        pass
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(f"a client failed: {errors[0]!r}") from errors[0]
+    elapsed = time.perf_counter() - started
+    ms = np.asarray(latencies) * 1e3
+    return {"requests": len(latencies), "per_s": len(latencies) / elapsed, "p50_ms": float(np.percentile(ms, 50)), "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99))}

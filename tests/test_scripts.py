@@ -441,3 +441,44 @@ def test_train_tier2_feeds_token_type_ids_for_pairs_when_the_model_takes_them(tm
     assert all(len(t) == len(i) for t, i in zip(types, ids)) and 1 in types[0] and types[0][0] == 0
     assert train_tier2.encode(bert, pairs, 64)[1] is None  # a model without the input gets none
     assert train_tier2.encode(bert, ["a great film"], 64, with_types=True)[1] is None  # single texts: all zeros, left out
+
+
+def test_closed_loop_sends_each_request_once_and_stops_at_the_count():
+    import threading
+
+    from tango_edge.timing import closed_loop
+
+    sent, lock = [], threading.Lock()
+
+    def make_sender():
+        def send(k):
+            with lock:
+                sent.append(k)
+
+        return send
+
+    result = closed_loop(4, 100, 60.0, make_sender)
+    assert sorted(sent) == list(range(100)) and result["requests"] == 100 and result["per_s"] > 0
+
+    def failing():
+        def send(k):
+            raise ValueError("no answer")
+
+        return send
+
+    with pytest.raises(RuntimeError, match="no answer"):
+        closed_loop(2, 10, 60.0, failing)
+
+
+def test_bench_online_times_threads_asyncio_and_predict_on_the_tiny_cascade(tiny_cascade, tmp_path):
+    import bench_online
+    from conftest import sentences
+
+    data = tmp_path / "inputs.txt"
+    data.write_text("\n".join(sentences(50, seed=3)) + "\n", encoding="utf-8")
+    out = tmp_path / "online.json"
+    bench_online.main(["--models", str(tiny_cascade), "--data", str(data), "--concurrency", "1,4", "--requests", "40", "--max-seconds", "30", "--rounds", "1", "--json", str(out)])
+    results = json.loads(out.read_text())
+    assert [row["level"] for row in results["levels"]] == ["threads 1", "threads 4", "asyncio 1", "asyncio 4"]
+    assert all(row["rounds"][0]["requests"] == 40 and row["per_s"] > 0 for row in results["levels"])
+    assert results["predict_per_s"] > 0 and results["stats"]["errors"] == 0

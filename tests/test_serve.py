@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -21,33 +19,18 @@ pytest.importorskip("fastapi", reason="the [serve] extra is not installed")
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 from tango_edge import Cascade  # noqa: E402
+from tango_edge.serve.launch import ServerProcess  # noqa: E402
 
 SCORE_TOL = 1e-5
 START_SECONDS = 120
 
 
-class Server:
-    """A `tango-edge serve` subprocess on a free port; its stderr is collected for the assertions."""
+class Server(ServerProcess):
+    """A `tango-edge serve` subprocess on a free port, with a real HTTP client (urllib)."""
 
     def __init__(self, models, *flags: str):
         command = [sys.executable, "-m", "tango_edge.cli", "serve", "--models", str(models), "--port", "0", *flags]
-        self.process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        self.log: list[str] = []
-        found = threading.Event()
-        self.port = None
-
-        def read():
-            for line in self.process.stderr:
-                self.log.append(line)
-                match = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", line)
-                if match:
-                    self.port = int(match.group(1))
-                    found.set()
-            found.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        assert found.wait(START_SECONDS) and self.port, "".join(self.log)
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_seconds=START_SECONDS)
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
         """(status, headers, parsed JSON or text)."""
@@ -74,11 +57,6 @@ class Server:
             for sample in family.samples:
                 samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
         return samples
-
-    def stop(self, sig=signal.SIGTERM, timeout: float = 60) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        return self.process.wait(timeout)
 
 
 @pytest.fixture(scope="module")
