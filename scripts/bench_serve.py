@@ -171,7 +171,7 @@ def main(argv=None):
         summary[f"server_over_predict_{size}"] = best / in_proc
         print(f"{size} sentence(s)/request: the cascade server's best level reaches {best / in_proc:.2f}x in-process predict() ({in_proc:.0f} sentences/s)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary, "rounds": results and {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in results.items()}}, indent=2))
+        Path(args.json).write_text(json.dumps({"rows": rows, "summary": summary, "rounds": {f"{k[0]}|{k[1]}|{k[2]}": v for k, v in results.items()}}, indent=2))
 
 
 if __name__ == "__main__":

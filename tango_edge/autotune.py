@@ -296,7 +296,8 @@ def thresholds_at_shares(tiers: Sequence, temperatures: Sequence[float], texts: 
     reaching = [list(range(len(texts)))]
     for k in range(len(tiers) - 1):
         remaining = reaching[-1]
-        if thresholds[k] > 1.0 and shares[k] is None or not remaining:  # skipped: everything passes on
+        skipped = thresholds[k] > 1.0 and shares[k] is None
+        if skipped or not remaining:  # everything that reaches it passes on
             reaching.append(remaining)
             continue
         tier = tiers[k]
@@ -305,7 +306,8 @@ def thresholds_at_shares(tiers: Sequence, temperatures: Sequence[float], texts: 
             order = np.argsort(confidence, kind="stable")
             cut = min(len(remaining), int(round(shares[k] * len(texts))))
             thresholds[k] = threshold_for_cut(confidence[order], cut)
-        reaching.append([i for i, c in zip(remaining, confidence.tolist()) if thresholds[k] <= 1.0 and c < thresholds[k] or thresholds[k] > 1.0])
+        passes_all = thresholds[k] > 1.0  # the share asked for is all of them: the tier is skipped
+        reaching.append([i for i, c in zip(remaining, confidence.tolist()) if passes_all or c < thresholds[k]])
     return thresholds, reaching
 
 

@@ -123,6 +123,7 @@ class _FutureSink(_Sink):
         self.single = single
         self._answers: list[Prediction | None] = [None] * count
         self._left = count
+        self._resolved = False
         self._lock = threading.Lock()
 
     def deliver(self, answers):
@@ -131,7 +132,8 @@ class _FutureSink(_Sink):
                 if self._answers[index] is None:
                     self._answers[index] = prediction
                     self._left -= 1
-            done, self._left = self._left == 0, self._left or -1  # -1: resolved, so only one call resolves it
+            done = self._left == 0 and not self._resolved
+            self._resolved |= done  # only one call resolves the Future
         if done:
             try:
                 self.future.set_result(self._answers[0] if self.single else list(self._answers))

@@ -188,8 +188,8 @@ class CascadeConfig:
             if values is None:
                 continue
             values = list(values)
-            expected = n - 1 if name in ("temperature", "deferral_rate") and len(values) == n - 1 else n
-            if len(values) != expected:
+            allowed = {n - 1, n} if name in ("temperature", "deferral_rate") else {n}  # the last tier's may be left out
+            if len(values) not in allowed:
                 raise TangoEdgeError(f"{name}s: this cascade has {n} tiers; got {len(values)} value(s)")
             for tier, value in zip(config.tiers, values):
                 setattr(tier, name, value)
