@@ -369,13 +369,15 @@ class Cascade:
         batch_sizes: Sequence[int] | None = None,
         max_wait_ms: float | None = None,
         device: str = "CPU",
+        threads: int = 0,
         use_profile: bool = True,
         **overrides,
     ) -> "Cascade":
         """Load a cascade folder (cascade.json and one folder per tier).
 
         Thresholds come from cascade.json and batch sizes from this machine's autotune profile, unless given
-        here: `threshold` sets the first tier's, `thresholds` every tier's but the last. Other keywords
+        here: `threshold` sets the first tier's, `thresholds` every tier's but the last. `threads` caps every
+        tier's inference threads (0: all cores; for processes that share a machine). Other keywords
         override CascadeConfig fields (`sort_window`, `tokenizer`, `streams=[...]`, `temperatures=[...]`).
         Raises TangoEdgeError for a missing or broken folder.
         """
@@ -389,7 +391,7 @@ class Cascade:
         if use_profile:
             config, note = apply_profile(config, directory, device)
         config = config.replace(threshold=threshold, thresholds=thresholds, batch_sizes=batch_sizes, max_wait_ms=max_wait_ms, **overrides)
-        tiers = [Tier(directory / t.dir, max_length=config.max_length, device=device, streams=t.streams, inference_precision=config.inference_precision, tokenizer=config.tokenizer) for t in config.tiers]
+        tiers = [Tier(directory / t.dir, max_length=config.max_length, device=device, streams=t.streams, threads=threads, inference_precision=config.inference_precision, tokenizer=config.tokenizer) for t in config.tiers]
         return cls(tiers, config, directory=directory, profile_note=note)
 
     # ---- public API -------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from .data import line_text
 from .errors import TangoEdgeError
 
 EXAMPLES = """examples:
@@ -95,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-sizes", type=batch_sizes_arg, default=None, help="one batch size per tier, comma-separated (default: the autotune profile)")
     run.add_argument("--json", action="store_true", help="print the run summary as JSON (on stderr)")
     run.add_argument("--no-progress", action="store_true", help="no progress line even on a terminal")
+    ray = run.add_argument_group("Ray (the [ray] extra)")
+    ray.add_argument("--ray", action="store_true", help="classify on Ray Data actors (a local Ray instance, or the cluster at --address); same output, in input order")
+    ray.add_argument("--address", default=None, help="Ray cluster address, e.g. ray://head:10001 or auto (default: start Ray on this machine)")
+    ray.add_argument("--actors", type=positive_int, default=None, help="cascade actors (default: one per node)")
+    ray.add_argument("--cpus-per-actor", type=positive_int, default=None, help="CPUs per actor (default: all of a node's, as the tuning profile assumes)")
 
     info = sub.add_parser("info", help="models, inputs, batch sizes in use and CPU capabilities")
     add_models(info)
@@ -203,7 +209,7 @@ class _Interrupt:
                 self.reading = False
             if not raw:
                 return
-            yield raw.rstrip(b"\r\n")
+            yield line_text(raw)
 
 
 class _Progress:
@@ -216,16 +222,93 @@ class _Progress:
         now = time.perf_counter()
         if self.enabled and now - self.last > 0.5:
             self.last = now
-            stats = stats_fn()
-            print(f"\r{done} lines  {done / (now - self.started):.0f}/s  deferred {100 * stats['deferral_rate']:.1f}%", end="", file=sys.stderr, flush=True)
+            deferral = stats_fn().get("deferral_rate")
+            deferred = "" if deferral is None else f"  deferred {100 * deferral:.1f}%"
+            print(f"\r{done} lines  {done / (now - self.started):.0f}/s{deferred}", end="", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.enabled:
             print(file=sys.stderr)
 
 
+class _LocalRun:
+    """`run` on this process's cascade: lines read lazily from a file or stdin."""
+
+    def __init__(self, args, interrupt: "_Interrupt", handle):
+        self.handle = handle
+        self.cascade = load_cascade(args, threshold=args.threshold, thresholds=args.thresholds, batch_sizes=args.batch_sizes)
+        self.stream = self.cascade.predict_iter(interrupt.lines(self.handle))
+
+    def __iter__(self):
+        return iter(self.stream)
+
+    def finished(self):
+        return self.stream.finished()
+
+    def close(self) -> None:
+        self.cascade.close()
+
+    def stats(self) -> dict:
+        return self.cascade.stats()
+
+    def summary(self) -> tuple[dict, str]:
+        summary = self.cascade.stats()
+        return summary, format_summary(summary)
+
+
+class _RayRun:
+    """`run --ray`: the file's lines on Ray Data actors, answers back in input order."""
+
+    def __init__(self, args, interrupt: "_Interrupt"):
+        from .ray.files import FileRun
+
+        self.interrupt = interrupt
+        self.run = FileRun(args.input, args.models, address=args.address, actors=args.actors, cpus_per_actor=args.cpus_per_actor, device=args.device, threshold=args.threshold, thresholds=args.thresholds, batch_sizes=args.batch_sizes)
+        self.run.__enter__()
+
+    def __iter__(self):
+        answers = iter(self.run)
+        while True:
+            self.interrupt.reading = True  # waiting on Ray holds no answer: Ctrl-C may stop right here
+            try:
+                if self.interrupt.requested:
+                    raise KeyboardInterrupt
+                prediction = next(answers, None)
+            finally:
+                self.interrupt.reading = False
+            if prediction is None:
+                return
+            yield prediction
+
+    def finished(self):
+        return []  # every answer that is next in order has been handed out already
+
+    def close(self) -> None:
+        self.run.__exit__(None, None, None)
+
+    def stats(self) -> dict:
+        return {}  # the actors' statistics stay with them; the summary counts answers per tier
+
+    def summary(self) -> tuple[dict, str]:
+        s = self.run.summary()
+        tiers = ", ".join(f"tier {tier}: {n}" for tier, n in s["answers_per_tier"].items())
+        return s, (
+            f"{s['count']} lines: {s['errors']} errors, {s['truncated']} truncated; answers {tiers or 'none'}\n"
+            f"throughput {s['throughput_per_s']:.1f}/s over {s['seconds']:.2f} s on Ray ({s['address']}): {s['actors']} actors x {s['cpus_per_actor']} CPUs"
+        )
+
+
 def run_command(args) -> int:
-    handle = _open_input(args.input)  # before loading models: a typo fails fast
+    if args.threshold is not None and args.thresholds is not None:
+        raise TangoEdgeError("give --threshold (the first tier's) or --thresholds (all of them), not both")
+    if not args.ray and (args.address or args.actors or args.cpus_per_actor):
+        raise TangoEdgeError("--address, --actors and --cpus-per-actor go with --ray")
+    if args.ray and args.input == "-":
+        raise TangoEdgeError("--ray reads a file (each worker reads its own share of the lines), not stdin")
+    # Before loading models or starting Ray: a typo fails fast.
+    handle = _open_input(args.input)
+    if args.ray:
+        handle.close()  # Ray's read tasks open it themselves
     if args.output:
         try:
             out = open(args.output, "w", encoding="utf-8")
@@ -233,6 +316,13 @@ def run_command(args) -> int:
             raise TangoEdgeError(f"cannot write output {args.output}: {exc.strerror}") from None
     else:
         out = sys.stdout
+    interrupt = _Interrupt()
+    try:
+        source = _RayRun(args, interrupt) if args.ray else _LocalRun(args, interrupt, handle)
+    except BaseException:
+        if out is not sys.stdout:
+            out.close()
+        raise
     written = 0
     progress = _Progress(sys.stderr.isatty() and not args.no_progress)
 
@@ -241,43 +331,36 @@ def run_command(args) -> int:
         out.write(json.dumps(prediction.to_dict()) + "\n")
         written += 1
 
-    if args.threshold is not None and args.thresholds is not None:
-        raise TangoEdgeError("give --threshold (the first tier's) or --thresholds (all of them), not both")
-    with load_cascade(args, threshold=args.threshold, thresholds=args.thresholds, batch_sizes=args.batch_sizes) as cascade:
-        # Installed once the models loaded, so the `finally` that restores the handlers always runs.
-        interrupt = _Interrupt()
-        previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
-        stream = cascade.predict_iter(interrupt.lines(handle))
-        try:
-            for prediction in stream:
-                write(prediction)
-                progress.update(written, cascade.stats)
-                if interrupt.requested:
-                    break
+    # Installed once the models loaded, so the `finally` that restores the handlers always runs.
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for prediction in source:
+            write(prediction)
+            progress.update(written, source.stats)
             if interrupt.requested:
-                raise KeyboardInterrupt
-        except KeyboardInterrupt:
-            for prediction in stream.finished():  # what is complete and next in order
-                write(prediction)
-            progress.close()
-            print(f"interrupted: wrote the first {written} results in input order", file=sys.stderr)
-            return 130
-        except BrokenPipeError:  # e.g. `| head`: the reader has gone, nothing to report
-            sys.stderr.close()
-            return 0
-        finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
-            if out is not sys.stdout:
-                out.close()
-            else:
-                out.flush()
+                break
+        if interrupt.requested:
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        for prediction in source.finished():  # what is complete and next in order
+            write(prediction)
         progress.close()
-        summary = cascade.stats()
-    if args.json:
-        print(json.dumps(summary), file=sys.stderr)
-    else:
-        print(format_summary(summary), file=sys.stderr)
+        print(f"interrupted: wrote the first {written} results in input order", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # e.g. `| head`: the reader has gone, nothing to report
+        sys.stderr.close()
+        return 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+        source.close()
+    progress.close()
+    summary, text = source.summary()
+    print(json.dumps(summary) if args.json else text, file=sys.stderr)
     return 0
 
 

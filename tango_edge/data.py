@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+def line_text(raw: bytes) -> bytes:
+    """An input line without its end of line (LF or CRLF): what `tango-edge run` classifies for that line."""
+    return raw.rstrip(b"\r\n")
+
+
 # GLUE files use bare tabs and unescaped quotes (MRPC); default CSV quoting would merge rows.
 csv.field_size_limit(1 << 24)
 

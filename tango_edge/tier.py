@@ -60,6 +60,8 @@ class Tier:
         max_length: truncation length for its tokenizer.
         device: OpenVINO device name.
         streams: NUM_STREAMS, 0 for the THROUGHPUT hint's own choice.
+        threads: INFERENCE_NUM_THREADS, 0 for all of the machine's cores; set it when processes share a machine
+            (Ray actors), so they do not oversubscribe the cores. Streams are capped at the threads.
         inference_precision: precision of the ops left in floating point ("f32" keeps FP32 results
             exact; on AMX CPUs OpenVINO would otherwise run them in bf16).
         tokenizer: "openvino" to tokenize with the folder's openvino_tokenizer.xml when it has one (and
@@ -67,7 +69,7 @@ class Tier:
             core's WordPiece first for the plain-ASCII texts of a BERT uncased tokenizer.
     """
 
-    def __init__(self, folder: str | Path, *, max_length: int, device: str = "CPU", streams: int = 0, inference_precision: str = "f32", tokenizer: str = "native"):
+    def __init__(self, folder: str | Path, *, max_length: int, device: str = "CPU", streams: int = 0, threads: int = 0, inference_precision: str = "f32", tokenizer: str = "native"):
         self.folder = Path(folder)
         for name in (MODEL_XML, MODEL_BIN, TOKENIZER_FILE):
             if not (self.folder / name).is_file():
@@ -75,7 +77,8 @@ class Tier:
         self.labels = read_labels(self.folder)
         self.encoder = TextEncoder(self.folder / TOKENIZER_FILE, max_length, self._ov_tokenizer(tokenizer), native=tokenizer == "native")
         self.device = device
-        self.streams = streams
+        self.streams = min(streams, threads) if threads else streams
+        self.threads = threads
         self.inference_precision = inference_precision
         try:
             self.model = ov_core().read_model(self.folder / MODEL_XML)
@@ -104,6 +107,8 @@ class Tier:
                 config = {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": self.inference_precision}
                 if self.streams:
                     config["NUM_STREAMS"] = str(self.streams)
+                if self.threads:
+                    config["INFERENCE_NUM_THREADS"] = str(self.threads)
                 try:
                     self._compiled = ov_core().compile_model(self.model, self.device, config)
                 except Exception as exc:
