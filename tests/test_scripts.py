@@ -73,6 +73,27 @@ def test_build_cascade_end_to_end(tmp_path):
     assert "tier2-train: done before, skipped" in (work / "build.log").read_text()
 
 
+@pytest.mark.slow
+def test_build_cascade_takes_an_already_fine_tuned_last_tier(tmp_path):
+    """--tier2-model: no tier-2 training; the user's classifier (here a tiny MPNet) is exported, quantized, labels
+    the corpus and becomes the last tier; the card's rebuild command names it."""
+    mine = tiny_models.make_mpnet(tmp_path / "my_classifier", seed=6)
+    data = write_task(tmp_path / "data")
+    work, output = tmp_path / "work", tmp_path / "cascade"
+    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--tier2-model", str(mine), "--archs", "bow", "--student-epochs", "1", "--per-sentence", "1", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:] + (work / "build.log").read_text()[-3000:]
+    assert not (work / ".done-tier2-train").exists() and not (work / "tier2_torch").exists()
+    assert (output / "tier2" / "openvino_model.bin").read_bytes() == (work / "tier2_int8" / "openvino_model.bin").read_bytes()
+    card = (output / "README.md").read_text()
+    assert f"--tier2-model {mine}" in card and "fine-tuned elsewhere" in card
+    with Cascade.from_dir(output) as cascade:
+        assert cascade.tiers[1].input_names == ["input_ids", "attention_mask"]  # MPNet takes no token_type_ids
+        assert {p.tier for p in cascade.predict(["the film was great", "a dull story"])} <= {1, 2}
+    refused = subprocess.run(command + ["--self-distill", "0.5"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "does not go with --tier2-model" in refused.stderr
+
+
 def test_augment_weights_sentence_length_rows():
     import augment
 
