@@ -7,7 +7,9 @@ Candidates, each timed once per round in a shuffled order (medians over rounds; 
   rounds): N actors sharing the machine's cores, each loading the cascade, reading its own share of the file.
 Each pass is timed end to end (models loaded, actors started, every answer back in input order) and from its
 first answer to its last (the steady rate). Ray's cost per line is the paired difference of a round's ray-1 and
-local seconds, over the lines. Every Ray pass's answers are compared with the local pass's of the same round.
+local seconds, over the lines. Every Ray pass's answers are compared with the local pass's of the same round, and each local pass with the
+previous round's (a later tier's batches are made of whichever deferred inputs are waiting, so their padding,
+and the scores, can differ between any two runs).
 
 Example:
     python scripts/bench_ray.py --models models/sst2 --data ../shared/data/sst2/train.tsv --lines 100000 --rounds 3
@@ -104,9 +106,15 @@ def main(argv=None) -> int:
 
         comparisons: dict[str, list[dict]] = {name: [] for name in runs if name != "local"}
 
+        local_rounds: list[list[str]] = []  # local against local: how far two local runs of the same file differ
+        local_against_local: list[dict] = []
+
         def after_round(index: int, rounds: int) -> None:
             for name in comparisons:
                 comparisons[name].append(compare(outputs[name], outputs["local"]))
+            if local_rounds:
+                local_against_local.append(compare(outputs["local"], local_rounds[-1]))
+            local_rounds.append(outputs["local"])
             print(f"round {index}/{rounds} done", file=sys.stderr)
 
         rates = measure_rounds(list(runs), timed_pass, args.rounds, progress=after_round)
@@ -121,11 +129,14 @@ def main(argv=None) -> int:
         if name in comparisons:
             results["runs"][name]["against_local"] = comparisons[name]
         print(f"{name:<8} {summary['median']:>17.0f} {summary['median'] / local_rate:>7.2f}x {steady:>9.0f} {summary['min']:>7.0f}-{summary['max']:.0f}")
+    results["local_against_local"] = local_against_local
     if "ray-1" in passes:
         per_line = [(r["seconds"] - l["seconds"]) / args.lines * 1e6 for r, l in zip(passes["ray-1"], passes["local"])]
         results["ray_1_overhead_us_per_line"] = statistics.median(per_line)
         print(f"Ray's cost per line (ray-1 minus local, paired by round, median): {statistics.median(per_line):.1f} us")
-    for name, rows in comparisons.items():
+    for name, rows in [*comparisons.items(), ("local (another round)", local_against_local)]:
+        if not rows:
+            continue
         worst = max(rows, key=lambda r: (r["label_tier_or_error_differing"], r["lines_differing"]))
         print(f"{name} against local: {worst['lines_differing']} of {worst['lines']} lines differ in the worst round "
               f"({worst['label_tier_or_error_differing']} in label, tier or error; largest score difference {worst['max_score_difference']:.2g})")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tango_edge.ray import CascadePredictor
 
-GATE_TIMEOUT_S = 120  # a bound, so a broken test cannot hang CI
+GATE_TIMEOUT_S = 60  # a bound, so a broken test cannot hang CI
 
 
 class GatedPredictor(CascadePredictor):

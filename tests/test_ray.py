@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
+from pathlib import Path
 
 import pytest
 import ray
@@ -128,17 +130,19 @@ def test_a_killed_actor_costs_time_not_lines(ray_cluster, windowed_cascade, tmp_
     source = write_corpus(tmp_path / "in.txt", lines)
     gate = tmp_path / "gate"
     gate.mkdir()
-    gate_line = 3 * WINDOW  # the fourth block
+    gate_line = 3 * WINDOW  # in the fourth block
     dataset = classify(read_lines(source, WINDOW), windowed_cascade, plan=ActorPlan(1, 2), predictor_class=ray_gate.GatedPredictor, gate_dir=str(gate), gate_line=gate_line)
-    got, killed = [], None
-    for prediction in ordered_predictions(dataset):
-        got.append(json.dumps(prediction.to_dict()))
-        if killed is None and len(got) == gate_line:  # every line before the gate is in: the actor now holds the gate's block
-            killed = int(wait_for(gate / "holding").read_text())
-            os.kill(killed, signal.SIGKILL)
-            wait_until(lambda: not os.path.exists(f"/proc/{killed}"))
-            (gate / "released").touch()
-    assert killed is not None
+    got: list[str] = []
+    # The main thread plays the operator; a consumer drives the run. The gate holds the actor (one serial UDF),
+    # so nothing can finish until the kill: the kill lands while the batch is held.
+    consumer = threading.Thread(target=lambda: got.extend(json.dumps(p.to_dict()) for p in ordered_predictions(dataset)))
+    consumer.start()
+    killed = int(wait_for(gate / "holding").read_text())
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: process_gone(killed))
+    (gate / "released").touch()
+    consumer.join(timeout=120)
+    assert not consumer.is_alive()
     assert_same_answers(got, local_json(windowed_cascade, lines))
 
 
@@ -146,6 +150,14 @@ def test_the_default_plan_is_one_actor_with_every_core_of_the_node(ray_cluster):
     assert plan_actors() == ActorPlan(actors=1, cpus_per_actor=2)
     assert plan_actors(actors=2) == ActorPlan(actors=2, cpus_per_actor=1)
     assert plan_actors(cpus_per_actor=1) == ActorPlan(actors=2, cpus_per_actor=1)
+
+
+def process_gone(pid: int) -> bool:
+    """Exited: no /proc entry, or a zombie its parent has not reaped yet."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
 
 
 def wait_for(path, timeout: float = 60.0):

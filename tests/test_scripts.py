@@ -94,6 +94,19 @@ def test_build_cascade_takes_an_already_fine_tuned_last_tier(tmp_path):
     assert refused.returncode == 2 and "does not go with --tier2-model" in refused.stderr
 
 
+def test_stack_cascade_makes_a_calibratable_folder_of_existing_tiers(tiny_cascade, tiny_irs, tmp_path):
+    output = tmp_path / "stacked"
+    result = subprocess.run([sys.executable, str(SCRIPTS / "stack_cascade.py"), "--like", str(tiny_cascade), "--tier", str(tiny_cascade / "tier1"), "--tier", str(tiny_irs["b"]), "--tier", str(tiny_irs["c"]), "--output", str(output)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    config = json.loads((output / "cascade.json").read_text())
+    assert [t["dir"] for t in config["tiers"]] == ["tier1", "tier2", "tier3"] and config["task"] == "tiny"
+    assert "threshold" not in config["tiers"][2]
+    with Cascade.from_dir(output) as cascade:
+        assert len(cascade.predict(["the film was great", "a dull story"])) == 2
+    one = subprocess.run([sys.executable, str(SCRIPTS / "stack_cascade.py"), "--tier", str(tiny_irs["b"]), "--output", str(tmp_path / "one")], capture_output=True, text=True)
+    assert one.returncode == 1 and "at least two" in one.stderr
+
+
 def test_augment_weights_sentence_length_rows():
     import augment
 

@@ -16,12 +16,16 @@ from ..config import CascadeConfig
 from ..data import line_text
 from ..errors import TangoEdgeError
 from .pool import ActorPlan, classify, connect, plan_actors, require_ray
-from .predictor import prediction_from_row
+from .predictor import CascadePredictor, as_table, prediction_from_row
+
+READ_TASKS = 2  # concurrent read tasks of read_lines
 
 
-
-def plan_blocks(path: Path, lines_per_block: int) -> list[dict]:
+def plan_blocks(path: str | Path, lines_per_block: int) -> list[dict]:
     """Byte ranges of `lines_per_block` lines each, with the index of each range's first line (one pass)."""
+    path = Path(path).resolve()
+    if not path.is_file():
+        raise TangoEdgeError(f"cannot read input {path}: no such file")
     blocks, start, first, count, position = [], 0, 0, 0, 0
     with path.open("rb") as handle:
         for raw in handle:
@@ -55,14 +59,23 @@ def read_lines(path: str | Path, lines_per_block: int = CascadeConfig.sort_windo
     file must be at this path on every node (always true on one machine; a shared filesystem on a cluster).
     """
     ray = require_ray()
-    path = Path(path).resolve()
-    if not path.is_file():
-        raise TangoEdgeError(f"cannot read input {path}: no such file")
     blocks = plan_blocks(path, lines_per_block)
     if not blocks:
         return ray.data.from_arrow(pa.table({"index": pa.array([], pa.int64()), "text": pa.array([], pa.binary())}))
-    ranges = ray.data.from_items(blocks, override_num_blocks=len(blocks))
-    return ranges.map_batches(_read_block, batch_size=1, batch_format="pyarrow", num_cpus=0)  # I/O: no core held
+    # I/O holds no core; a small pool, because every concurrent task is a Python worker process to start.
+    return _ranges(blocks).map_batches(_read_block, batch_size=1, batch_format="pyarrow", num_cpus=0, compute=ray.data.TaskPoolStrategy(size=READ_TASKS))
+
+
+def _ranges(blocks: list[dict]):
+    return require_ray().data.from_items(blocks, override_num_blocks=len(blocks))
+
+
+class LineRangePredictor(CascadePredictor):
+    """CascadePredictor over byte ranges of a file (plan_blocks' rows): each actor reads its own lines, so a file
+    run starts no read tasks and moves no text through Ray's object store."""
+
+    def __call__(self, ranges) -> pa.Table:
+        return super().__call__(_read_block(as_table(ranges))).drop_columns(["text"])  # the driver needs no texts back
 
 
 def ordered_predictions(dataset, index_column: str = "index") -> Iterator[Prediction]:
@@ -98,7 +111,11 @@ def predict_file(path: str | Path, models: str | Path, *, plan: ActorPlan | None
     """
     if lines_per_block is None:
         lines_per_block = cascade_kwargs.get("sort_window") or CascadeConfig.load(Path(models)).sort_window
-    return ordered_predictions(classify(read_lines(path, lines_per_block), models, plan=plan, **cascade_kwargs))
+    blocks = plan_blocks(path, lines_per_block)
+    if not blocks:
+        return iter(())
+    dataset = classify(_ranges(blocks), models, plan=plan, batch_size=1, predictor_class=LineRangePredictor, **cascade_kwargs)
+    return ordered_predictions(dataset)
 
 
 class FileRun:

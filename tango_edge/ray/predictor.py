@@ -33,7 +33,7 @@ class CascadePredictor:
         self.pair_column = pair_column
 
     def __call__(self, batch) -> pa.Table:
-        table = _as_table(batch)
+        table = as_table(batch)
         texts = table.column(self.text_column).to_pylist()
         if self.pair_column is not None:
             texts = [(first, second) if first is not None and second is not None else None for first, second in zip(texts, table.column(self.pair_column).to_pylist())]
@@ -65,7 +65,7 @@ def prediction_from_row(row: dict) -> Prediction:
     return Prediction(label=row["label"], score=row["score"], tier=row["tier"], error=row["error"], truncated=bool(row["truncated"]))
 
 
-def _as_table(batch) -> pa.Table:
+def as_table(batch) -> pa.Table:
     if isinstance(batch, pa.Table):
         return batch
     if isinstance(batch, dict):
