@@ -308,7 +308,7 @@ def run_command(args) -> int:
     # Before loading models or starting Ray: a typo fails fast.
     handle = _open_input(args.input)
     if args.ray:
-        handle.close()  # Ray's read tasks open it themselves
+        handle.close()  # each actor reads its own lines
     if args.output:
         try:
             out = open(args.output, "w", encoding="utf-8")

@@ -98,6 +98,13 @@ def test_run_with_ray_refuses_stdin_and_ray_options_without_ray(ray_cluster, win
     assert "go with --ray" in capsys.readouterr().err
 
 
+def test_run_with_ray_checks_overrides_before_any_actor_starts(ray_cluster, windowed_cascade, tmp_path, capsys):
+    source = write_corpus(tmp_path / "in.txt", corpus_lines(50))
+    assert main(["run", "--input", str(source), "--models", str(windowed_cascade), "--ray", "--thresholds", "0.5,0.6"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: thresholds: this cascade has 2 tiers, so 1 threshold(s) (the last tier has none); got 2"]
+
+
 def test_classify_file_and_an_empty_file(ray_cluster, windowed_cascade, tmp_path):
     lines = corpus_lines(70)
     summary = classify_file(write_corpus(tmp_path / "in.txt", lines), tmp_path / "out.jsonl", windowed_cascade)

@@ -127,7 +127,9 @@ class FileRun:
         if not self.path.is_file():
             raise TangoEdgeError(f"cannot read input {path}: no such file")
         self.models = Path(models)
-        CascadeConfig.load(self.models)  # a broken folder fails here, before Ray starts
+        # A broken folder or override fails here, in one line, before Ray starts (in an actor it would be a
+        # traceback per restart).
+        CascadeConfig.load(self.models).replace(**{k: v for k, v in cascade_kwargs.items() if k != "device"}).validate()
         self.address = address
         self.actors = actors
         self.cpus_per_actor = cpus_per_actor
@@ -153,7 +155,14 @@ class FileRun:
 
     def __iter__(self) -> Iterator[Prediction]:
         self._started = time.perf_counter()
-        for prediction in predict_file(self.path, self.models, plan=self.plan, **self.cascade_kwargs):
+        try:
+            yield from self._tally(predict_file(self.path, self.models, plan=self.plan, **self.cascade_kwargs))
+        except require_ray().exceptions.RayError as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise TangoEdgeError(f"the Ray run failed: {first_line}") from exc
+
+    def _tally(self, predictions: Iterator[Prediction]) -> Iterator[Prediction]:
+        for prediction in predictions:
             self.count += 1
             if prediction.error is not None:
                 self.errors += 1
