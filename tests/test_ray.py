@@ -16,7 +16,7 @@ import ray.data
 import ray_gate
 import tiny_models
 from conftest import sentences
-from tango_edge import Cascade
+from tango_edge import Cascade, TangoEdgeError
 from tango_edge.cli import main
 from tango_edge.ray import ActorPlan, classify, classify_file, ordered_predictions, plan_actors, predict_file, read_lines
 
@@ -157,6 +157,10 @@ def test_the_default_plan_is_one_actor_with_every_core_of_the_node(ray_cluster):
     assert plan_actors() == ActorPlan(actors=1, cpus_per_actor=2)
     assert plan_actors(actors=2) == ActorPlan(actors=2, cpus_per_actor=1)
     assert plan_actors(cpus_per_actor=1) == ActorPlan(actors=2, cpus_per_actor=1)
+    with pytest.raises(TangoEdgeError, match="hold at most 1 actors of 2 CPUs; asked for 2"):
+        plan_actors(actors=2, cpus_per_actor=2)  # Ray would wait forever for the second
+    with pytest.raises(TangoEdgeError, match="hold at most 0 actors of 4 CPUs"):
+        plan_actors(cpus_per_actor=4)
 
 
 def process_gone(pid: int) -> bool:

@@ -60,6 +60,10 @@ def plan_actors(actors: int | None = None, cpus_per_actor: int | None = None) ->
         actors = max(1, sum(n // cpus_per_actor for n in node_cpus))
     if actors < 1 or cpus_per_actor < 1:
         raise TangoEdgeError(f"need at least one actor and one CPU per actor (got {actors} actors, {cpus_per_actor} CPUs each)")
+    # Ray would wait forever for actors that fit nowhere: refuse them instead.
+    room = sum(n // cpus_per_actor for n in node_cpus)
+    if actors > room:
+        raise TangoEdgeError(f"the cluster's nodes ({', '.join(f'{n} CPUs' for n in node_cpus)}) hold at most {room} actors of {cpus_per_actor} CPUs; asked for {actors}")
     return ActorPlan(actors, cpus_per_actor)
 
 
