@@ -1,4 +1,4 @@
-"""tango-edge: two-tier cascaded text classification on Intel CPUs with OpenVINO."""
+"""tango-edge: cascaded (N-tier) text classification on Intel CPUs with OpenVINO."""
 
 from .cascade import Cascade, Prediction, PredictionStream
 from .config import CascadeConfig
