@@ -121,9 +121,10 @@ def main(argv=None):
         ]
 
     # The last tier's torch model: trained here, or the user's (its embeddings also seed augment and the students).
-    tier2_model = Path(args.tier2_model).resolve() if args.tier2_model else work / "tier2_torch" / "best"
-    names = ("tier2-export", "tier2-quantize") if args.tier2_model else ("tier2-train", "tier2-export", "tier2-quantize")
-    for name, command in zip(names, tier2_commands("tier2", "--epochs", args.tier2_epochs, trained=tier2_model if args.tier2_model else None)):
+    supplied = Path(args.tier2_model).resolve() if args.tier2_model else None
+    tier2_model = supplied or work / "tier2_torch" / "best"
+    commands = tier2_commands("tier2", "--epochs", args.tier2_epochs, trained=supplied)
+    for name, command in zip(("tier2-train", "tier2-export", "tier2-quantize")[-len(commands):], commands):
         stages.run(name, command)
     stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, "--embeddings", str(tier2_model), "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
     corpus = work / "distill.txt"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import io
 import json
 import time
@@ -84,30 +83,26 @@ def ordered_predictions(dataset, index_column: str = "index") -> Iterator[Predic
     Ray hands blocks back as they finish; a small buffer restores the order. A row seen twice (a retried batch)
     is yielded once.
     """
-    pending: list[tuple[int, Prediction]] = []
+    pending: dict[int, Prediction] = {}  # answered, not yet handed out
     next_index = 0
-    seen: set[int] = set()
     for batch in dataset.iter_batches(batch_format="pyarrow", batch_size=None):
         for row in batch.to_pylist():
-            index = row[index_column]
-            if index < next_index or index in seen:
-                continue
-            seen.add(index)
-            heapq.heappush(pending, (index, prediction_from_row(row)))
-        while pending and pending[0][0] == next_index:
-            seen.discard(next_index)
-            yield heapq.heappop(pending)[1]
+            if row[index_column] >= next_index:  # below it: handed out already
+                pending.setdefault(row[index_column], prediction_from_row(row))
+        while next_index in pending:
+            yield pending.pop(next_index)
             next_index += 1
     if pending:
-        raise TangoEdgeError(f"Ray returned no answer for line {next_index + 1} (next answered: line {pending[0][0] + 1})")
+        raise TangoEdgeError(f"Ray returned no answer for line {next_index + 1} (next answered: line {min(pending) + 1})")
 
 
 def predict_file(path: str | Path, models: str | Path, *, plan: ActorPlan | None = None, lines_per_block: int | None = None, **cascade_kwargs) -> Iterator[Prediction]:
     """Every line of a text file (pair tasks: tab-separated), classified on the connected Ray cluster, in order.
 
-    `lines_per_block` defaults to the cascade's sort window: each actor then sorts and batches exactly the
-    windows a local run does, so the answers are the local run's to the last digit (batches of other lengths
-    pad differently, which moves INT8 scores in the fourth decimal).
+    `lines_per_block` defaults to the cascade's sort window, so each actor sorts the same windows a local run
+    does. Labels, tiers and errors are then the local run's; a later tier's batches still differ (a local
+    stream mixes windows in them, an actor does not), and a different padded length moves INT8 scores
+    (bench_ray: 17 of 100,000 lines, by at most 0.04).
     """
     if lines_per_block is None:
         lines_per_block = cascade_kwargs.get("sort_window") or CascadeConfig.load(Path(models)).sort_window
