@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """tango-edge against what a user would pick instead, on the same sentences, in one run.
 
-(a) a transformers PyTorch fp32 text-classification pipeline on the second tier's checkpoint;
+(a) a transformers PyTorch fp32 text-classification pipeline on the last tier's checkpoint (without one, on
+    its architecture with random weights, built from the IR folder's config.json: timed, accuracy not shown);
 (b) optimum-intel OVModelForSequenceClassification in a transformers pipeline on the second tier's INT8 IR,
     as a user would run it (pipeline default batch size 1) and batched (--peer-batch-size);
 (c) the second tier alone in tango-edge's runtime at its tuned batch size, and at half and double it: the
@@ -34,6 +35,7 @@ import numpy as np
 
 import _common
 import sequence_classifier
+from _common import log
 
 from tango_edge import Cascade
 from tango_edge.data import read_tsv
@@ -61,7 +63,7 @@ def cascade_runner(cascade: Cascade, label2id: dict, call_size: int | None = Non
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=Path, default=Path("models/sst2"))
-    p.add_argument("--torch-model", default="build/sst2/tier2_torch/best", help="the second tier's transformers checkpoint (scripts/train_tier2.py writes it)")
+    p.add_argument("--torch-model", default="build/sst2/tier2_torch/best", help="the last tier's transformers checkpoint (scripts/train_tier2.py writes it; if missing, its architecture with random weights is timed)")
     p.add_argument("--data", default="../shared/data/sst2/dev.tsv")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--peer-batch-size", type=int, default=None, help="batch size for the batched peer pipelines (default: tango-edge's tuned tier-2 size)")
@@ -87,11 +89,18 @@ def main(argv=None):
     ov_model = intel.OVModelForSequenceClassification.from_pretrained(last_dir)
     ov_pipe = transformers.pipeline("text-classification", model=ov_model, tokenizer=tokenizer)
     systems = {}
+    untrained = set()  # systems timed on random weights: their speed counts, their accuracy does not
     if not args.skip_torch:
-        if not Path(args.torch_model).exists():
-            sys.exit(f"error: {args.torch_model} not found: build it with scripts/build_cascade.py (stage tier2-train) or pass --skip-torch")
-        pt_model = sequence_classifier.load(args.torch_model, dtype=torch.float32).eval()
-        pt_pipe = transformers.pipeline("text-classification", model=pt_model, tokenizer=transformers.AutoTokenizer.from_pretrained(args.torch_model), device="cpu")
+        if Path(args.torch_model).exists():
+            pt_model = sequence_classifier.load(args.torch_model, dtype=torch.float32).eval()
+            pt_tokenizer = transformers.AutoTokenizer.from_pretrained(args.torch_model)
+        else:
+            # Speed does not depend on the weights: the last tier's own config.json gives the architecture.
+            log.info("%s not found: timing the PyTorch pipeline on %s's architecture with random weights (no accuracy)", args.torch_model, last_dir)
+            pt_model = transformers.AutoModelForSequenceClassification.from_config(transformers.AutoConfig.from_pretrained(last_dir)).eval()
+            pt_tokenizer = tokenizer
+            untrained = {f"(a) PyTorch fp32 pipeline, batch {size}" for size in (1, peer_batch)}
+        pt_pipe = transformers.pipeline("text-classification", model=pt_model, tokenizer=pt_tokenizer, device="cpu")
         systems["(a) PyTorch fp32 pipeline, batch 1"] = pipeline_runner(pt_pipe, 1, label2id)
         systems[f"(a) PyTorch fp32 pipeline, batch {peer_batch}"] = pipeline_runner(pt_pipe, peer_batch, label2id)
     systems["(b) optimum-intel INT8 pipeline, batch 1"] = pipeline_runner(ov_pipe, 1, label2id)
@@ -138,8 +147,10 @@ def main(argv=None):
     rows = []
     for name in systems:
         ratio = median[d] / median[name]
-        rows.append({"system": name, "stream_sentences": len(texts) * repeats[name], "median_per_s": median[name], "min_per_s": min(speeds[name]), "max_per_s": max(speeds[name]), "accuracy": accuracy[name], "cascade_speedup": ratio, "rates_per_s": speeds[name]})
-        print(f"| {name} | {len(texts) * repeats[name]} | {median[name]:.1f} | {min(speeds[name]):.0f}-{max(speeds[name]):.0f} | {100 * accuracy[name]:.2f}% | {ratio:.2f}x |")
+        score = None if name in untrained else accuracy[name]
+        rows.append({"system": name, "stream_sentences": len(texts) * repeats[name], "median_per_s": median[name], "min_per_s": min(speeds[name]), "max_per_s": max(speeds[name]), "accuracy": score, "cascade_speedup": ratio, "rates_per_s": speeds[name]})
+        shown = "n/a (random weights)" if score is None else f"{100 * score:.2f}%"
+        print(f"| {name} | {len(texts) * repeats[name]} | {median[name]:.1f} | {min(speeds[name]):.0f}-{max(speeds[name]):.0f} | {shown} | {ratio:.2f}x |")
     best_alone = max((n for n in systems if n.startswith("(c)")), key=lambda n: median[n])
     print(f"\ncascade deferral rate over the run: {100 * cascade_stats['deferral_rate']:.1f}%")
     calls = next(n for n in systems if n.startswith("(d) same"))

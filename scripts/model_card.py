@@ -16,6 +16,7 @@ from train_tier2 import DEFAULTS as TIER2_DEFAULTS
 
 from tango_edge.config import CascadeConfig
 
+MIDDLE = "middle"  # build_cascade.py's prefix for a middle tier distilled from the last
 TIER2_FLAGS = {"seed": "--tier2-seed", "lr": "--tier2-lr", "layer_decay": "--tier2-layer-decay", "pooling": "--tier2-pooling", "rdrop": "--tier2-rdrop"}
 
 STUDENT_NAMES = {
@@ -58,6 +59,8 @@ def main(argv=None):
         selection = f"an exponential moving average of the weights (decay {recipe['ema']:g}) evaluated on dev every 300 steps, the best kept"
     q2 = load(work / f"{args.tier2}_int8" / "quantize.json") or {}
     first = (load(work / "tier2_torch" / "result.json") or {}) if args.tier2 != "tier2" else None  # the labelling run
+    teacher = load(work / "tier2_int8" / "quantize.json") or {} if args.tier2 == MIDDLE else None
+    labeller = "the accurate cascade's last tier" if teacher is not None else "the first tier-2 run" if first is not None else "tier 2"
     q1 = load(work / f"tier1_{args.tier1}_int8" / "quantize.json") or {}
     student = load(work / f"tier1_{args.tier1}" / "result.json") or {}
     compare = load(work / "compare.json") or {}
@@ -89,8 +92,8 @@ def main(argv=None):
         "",
         f"- **Base model**: {base_text(args.build_flags)}",
         f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
-        f"- **Second tier**: {supplied_text(args.build_flags)}" if not trained else f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
-        f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits tier 2's logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row, since inputs are sentences and most training rows short phrases), all labelled by the {'first tier-2 run' if first is not None else 'tier 2'} (INT8) running in OpenVINO. Reads tier 2's WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from tier 2's, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
+        f"- **Second tier**: {supplied_text(args.build_flags)}" if not trained else f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first, teacher)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
+        f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits {labeller}'s logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row, since inputs are sentences and most training rows short phrases), all labelled by {labeller} (INT8) running in OpenVINO. Reads {labeller}'s WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from {labeller}'s, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {first_tier.temperature:.4g}.",
         "",
         "## Dev accuracy (SST-2 dev, 872 sentences)",
@@ -136,7 +139,13 @@ def main(argv=None):
     print(f"wrote {models / 'README.md'}")
 
 
-def self_distill_text(recipe: dict, first: dict | None) -> str:
+def self_distill_text(recipe: dict, first: dict | None, teacher: dict | None = None) -> str:
+    if teacher is not None and recipe.get("extra_sentences"):  # a middle tier: a larger last tier labelled the corpus
+        return (
+            f" Distilled: {recipe['extra_sentences']} sentences of the distillation corpus below, labelled by the accurate"
+            f" cascade's last tier (INT8, dev {pct(teacher.get('attempts', [{}])[-1].get('dev_accuracy'))}), mixed in at"
+            f" {recipe['extra_ratio']:g} batches per labelled batch and fitted by soft cross-entropy."
+        )
     if first is None or not recipe.get("extra_sentences"):
         return ""
     return (

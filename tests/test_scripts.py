@@ -94,6 +94,31 @@ def test_build_cascade_takes_an_already_fine_tuned_last_tier(tmp_path):
     assert refused.returncode == 2 and "does not go with --tier2-model" in refused.stderr
 
 
+@pytest.mark.slow
+def test_build_cascade_distils_a_middle_tier_and_stacks_the_accurate_cascade(tmp_path):
+    """--middle-base: a smaller base learns from the last tier's labels on the corpus; --output gets first tier ->
+    middle, --accurate-output first tier -> middle -> last, both calibrated; the card says who labelled what."""
+    last = tiny_models.make_mpnet(tmp_path / "last", seed=6)
+    middle_base = tiny_models.make_bert(tmp_path / "middle_base", seed=3)
+    data = write_task(tmp_path / "data")
+    work, compact, accurate = tmp_path / "work", tmp_path / "compact", tmp_path / "accurate"
+    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(compact), "--tier2-model", str(last), "--middle-base", str(middle_base), "--middle-epochs", "1", "--archs", "bow", "--student-epochs", "1", "--per-sentence", "1", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9"]
+    result = subprocess.run(command + ["--accurate-output", str(accurate)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:] + (work / "build.log").read_text()[-3000:]
+    middle = json.loads((work / "middle_torch" / "result.json").read_text())
+    assert middle["base"] == str(middle_base) and middle["recipe"]["extra_sentences"] > 0
+    assert (compact / "tier2" / "openvino_model.bin").read_bytes() == (work / "middle_int8" / "openvino_model.bin").read_bytes()
+    tiers = [t["dir"] for t in json.loads((accurate / "cascade.json").read_text())["tiers"]]
+    assert tiers == ["tier1", "tier2", "tier3"] and (work / "calibrate_accurate.json").exists()
+    assert (accurate / "tier3" / "openvino_model.bin").read_bytes() == (work / "tier2_int8" / "openvino_model.bin").read_bytes()
+    card = (compact / "README.md").read_text()
+    assert f"--middle-base {middle_base}" in card and "labelled by the accurate cascade's last tier" in card
+    with Cascade.from_dir(accurate) as cascade:
+        assert {p.tier for p in cascade.predict(["the film was great", "a dull story"])} <= {1, 2, 3}
+    alone = subprocess.run(command[: command.index("--middle-base")] + ["--accurate-output", str(accurate)], capture_output=True, text=True)
+    assert alone.returncode == 2 and "--accurate-output needs --middle-base" in alone.stderr
+
+
 def test_stack_cascade_makes_a_calibratable_folder_of_existing_tiers(tiny_cascade, tiny_irs, tmp_path):
     output = tmp_path / "stacked"
     result = subprocess.run([sys.executable, str(SCRIPTS / "stack_cascade.py"), "--like", str(tiny_cascade), "--tier", str(tiny_cascade / "tier1"), "--tier", str(tiny_irs["b"]), "--tier", str(tiny_irs["c"]), "--output", str(output)], capture_output=True, text=True)
