@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Make unlabelled transfer sentences for distillation by the rules of Tang et al. (2019).
 
-For every word of a training sentence: with p_mask replace it by [MASK]; else with p_similar by a word of the
+For every word of a training sentence: with p_mask replace it by a mask token (--mask-token, BERT's [MASK] by default); else with p_similar by a word of the
 same kind; else with p_random by a random vocabulary word. Then, with p_ngram, keep only an n-gram (n in 1..5)
 of the result. "Same kind" stands in for Tang et al.'s same part of speech: no tagger model can be fetched
 here, so it is one of the word's nearest neighbours in the teacher's input-embedding space (for whole-word
@@ -51,12 +51,12 @@ def neighbour_table(words: list[str], model_dir: str, k: int = 8) -> dict[str, l
     return table
 
 
-def augment_sentence(words: list[str], rng: random.Random, vocab: list[str], neighbours: dict, p_mask: float, p_similar: float, p_random: float, p_ngram: float) -> str:
+def augment_sentence(words: list[str], rng: random.Random, vocab: list[str], neighbours: dict, p_mask: float, p_similar: float, p_random: float, p_ngram: float, mask_token: str = "[MASK]") -> str:
     out = []
     for word in words:
         r = rng.random()
         if r < p_mask:
-            out.append("[MASK]")
+            out.append(mask_token)
         elif r < p_mask + p_similar:
             out.append(rng.choice(neighbours[word]) if neighbours.get(word) else rng.choice(vocab))
         elif r < p_mask + p_similar + p_random:
@@ -106,6 +106,9 @@ def main(argv=None):
     p.add_argument("--p-similar", type=float, default=0.1)
     p.add_argument("--p-random", type=float, default=0.05)
     p.add_argument("--p-ngram", type=float, default=0.25)
+    # BERT's mask token. Other vocabularies read it as word pieces ("[", "mask", "]" for MPNet, whose own is
+    # <mask>): still a placeholder for a dropped word, the same text for teacher and students.
+    p.add_argument("--mask-token", default="[MASK]", help="what a masked word becomes")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--output", required=True)
     args = p.parse_args(argv)
@@ -114,10 +117,10 @@ def main(argv=None):
     words = sorted({w for s in sentences for w in s.split()})
     neighbours = neighbour_table(words, args.embeddings or _common.default_base_model())
     log.info("%d sentences, %d words, %d with embedding neighbours", len(sentences), len(words), len(neighbours))
-    new = augment(sentences, args.per_sentence, args.seed, neighbours, min_words=args.min_words, long_words=args.long_words, per_long_sentence=args.per_long_sentence, p_mask=args.p_mask, p_similar=args.p_similar, p_random=args.p_random, p_ngram=args.p_ngram)
+    new = augment(sentences, args.per_sentence, args.seed, neighbours, min_words=args.min_words, long_words=args.long_words, per_long_sentence=args.per_long_sentence, p_mask=args.p_mask, p_similar=args.p_similar, p_random=args.p_random, p_ngram=args.p_ngram, mask_token=args.mask_token)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text("\n".join(new) + "\n", encoding="utf-8")
-    settings = {k: getattr(args, k) for k in ("per_sentence", "long_words", "per_long_sentence", "min_words", "p_mask", "p_similar", "p_random", "p_ngram", "seed")}
+    settings = {k: getattr(args, k) for k in ("per_sentence", "long_words", "per_long_sentence", "min_words", "p_mask", "p_similar", "p_random", "p_ngram", "mask_token", "seed")}
     Path(args.output).with_suffix(".json").write_text(json.dumps({"sentences": len(new), **settings}, indent=2))  # for the model card
     log.info("wrote %d augmented sentences to %s", len(new), args.output)
 
