@@ -16,6 +16,22 @@ if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -
 log = logging.getLogger("tango_edge.scripts")
 
 
+# A distillation corpus is one text per line; a pair (pair tasks) is one line, its two texts tab-separated
+# (GLUE's own files hold no tabs inside a text).
+PAIR_SEPARATOR = "\t"
+
+
+def read_corpus(path: str | Path) -> list:
+    """A corpus file's texts: a str per line, or a (first, second) tuple for a line with a tab."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [tuple(line.split(PAIR_SEPARATOR, 1)) if PAIR_SEPARATOR in line else line for line in lines]
+
+
+def corpus_lines(texts: list) -> list[str]:
+    """The lines `read_corpus` reads back as `texts`."""
+    return [text if isinstance(text, str) else PAIR_SEPARATOR.join(text) for text in texts]
+
+
 def setup_logging(log_file: str | Path | None = None) -> None:
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if log_file:

@@ -70,30 +70,37 @@ def augment_sentence(words: list[str], rng: random.Random, vocab: list[str], nei
     return " ".join(out)
 
 
-def augment(sentences: list[str], per_sentence: int, seed: int, neighbours: dict, min_words: int = 3, long_words: int | None = None, per_long_sentence: int = 0, **probabilities) -> list[str]:
-    """New sentences (none equal to an original): `per_sentence` tries for each original of >= min_words words,
-    `per_long_sentence` for those of >= long_words (when given)."""
+def augment(sentences: list, per_sentence: int, seed: int, neighbours: dict, min_words: int = 3, long_words: int | None = None, per_long_sentence: int = 0, **probabilities) -> list:
+    """New texts (none equal to an original): `per_sentence` tries for each original of >= min_words words,
+    `per_long_sentence` for those of >= long_words (when given). A (first, second) pair gets the rules applied
+    to each of its sentences, independently; its length is its longer sentence's."""
     rng = random.Random(seed)
     originals = set(sentences)
-    vocab = sorted({w for s in sentences for w in s.split()})
+    vocab = sorted({w for s in sentences for part in sentence_parts(s) for w in part.split()})
     seen, out = set(), []
     for sentence in sentences:
-        words = sentence.split()
-        if len(words) < min_words:
+        parts = [part.split() for part in sentence_parts(sentence)]
+        length = max(len(words) for words in parts)
+        if length < min_words:
             continue
-        tries = per_long_sentence if long_words is not None and len(words) >= long_words else per_sentence
+        tries = per_long_sentence if long_words is not None and length >= long_words else per_sentence
         for _ in range(tries):
-            new = augment_sentence(words, rng, vocab, neighbours, **probabilities)
+            pieces = tuple(augment_sentence(words, rng, vocab, neighbours, **probabilities) for words in parts)
+            new = pieces[0] if isinstance(sentence, str) else pieces
             if new not in originals and new not in seen:
                 seen.add(new)
                 out.append(new)
     return out
 
 
+def sentence_parts(text) -> tuple[str, ...]:
+    return (text,) if isinstance(text, str) else tuple(text)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--train", required=True, help="labelled TSV (its text column is augmented)")
-    p.add_argument("--text-column", default="sentence")
+    p.add_argument("--text-columns", default="sentence", help="one column, or two comma-separated for pair tasks (each sentence of a pair is augmented; output lines are tab-separated pairs)")
     p.add_argument("--label-column", default="label")
     p.add_argument("--embeddings", default=None, help="transformers folder whose word embeddings pick similar words (default: the base model)")
     p.add_argument("--per-sentence", type=int, default=2)
@@ -113,13 +120,13 @@ def main(argv=None):
     p.add_argument("--output", required=True)
     args = p.parse_args(argv)
     _common.setup_logging()
-    sentences = read_tsv(args.train, [args.text_column], args.label_column).texts
-    words = sorted({w for s in sentences for w in s.split()})
+    sentences = read_tsv(args.train, args.text_columns.split(","), args.label_column).texts
+    words = sorted({w for s in sentences for part in sentence_parts(s) for w in part.split()})
     neighbours = neighbour_table(words, args.embeddings or _common.default_base_model())
     log.info("%d sentences, %d words, %d with embedding neighbours", len(sentences), len(words), len(neighbours))
     new = augment(sentences, args.per_sentence, args.seed, neighbours, min_words=args.min_words, long_words=args.long_words, per_long_sentence=args.per_long_sentence, p_mask=args.p_mask, p_similar=args.p_similar, p_random=args.p_random, p_ngram=args.p_ngram, mask_token=args.mask_token)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text("\n".join(new) + "\n", encoding="utf-8")
+    Path(args.output).write_text("\n".join(_common.corpus_lines(new)) + "\n", encoding="utf-8")
     settings = {k: getattr(args, k) for k in ("per_sentence", "long_words", "per_long_sentence", "min_words", "p_mask", "p_similar", "p_random", "p_ngram", "mask_token", "seed")}
     Path(args.output).with_suffix(".json").write_text(json.dumps({"sentences": len(new), **settings}, indent=2))  # for the model card
     log.info("wrote %d augmented sentences to %s", len(new), args.output)

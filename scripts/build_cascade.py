@@ -154,7 +154,7 @@ def main(argv=None):
         from tango_edge.data import read_tsv
 
         sentences = read_tsv(train).texts
-        corpus.write_text("\n".join(sentences) + "\n" + (work / "augmented.txt").read_text(encoding="utf-8"), encoding="utf-8")
+        corpus.write_text("\n".join(_common.corpus_lines(sentences)) + "\n" + (work / "augmented.txt").read_text(encoding="utf-8"), encoding="utf-8")
     stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(work / "distill.logits.npy")])
     # The students need only the labelled corpus: they run before the (longer) transformer runs that also read it.
     archs = args.archs.split(",")

@@ -44,10 +44,10 @@ DEFAULTS = {  # arch: (epochs, learning rate), for the ~1M-sentence SST-2 corpus
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=students.ARCHS, default="cnn")
-    p.add_argument("--texts", required=True, help="distillation corpus, one sentence per line")
+    p.add_argument("--texts", required=True, help="distillation corpus, one sentence per line (a pair: two, tab-separated)")
     p.add_argument("--logits", required=True, help="teacher logits for --texts (.npy)")
     p.add_argument("--dev", required=True, help="labelled TSV for model selection")
-    p.add_argument("--text-column", default="sentence")
+    p.add_argument("--text-columns", default="sentence", help="dev's text column, or two comma-separated for pair tasks")
     p.add_argument("--label-column", default="label")
     p.add_argument("--tokenizer", required=True, help="the tier-2 folder: its tokenizer.json and config.json labels")
     p.add_argument("--init-embeddings", default=None, help="transformers folder whose word embeddings initialise the student's")
@@ -99,12 +99,12 @@ def main(argv=None):
 
     encoder = TextEncoder(Path(args.tokenizer) / "tokenizer.json", args.max_length)
     labels = read_labels(Path(args.tokenizer))
-    texts = Path(args.texts).read_text(encoding="utf-8").splitlines()
+    texts = _common.read_corpus(args.texts)
     targets = torch.tensor(np.load(args.logits), dtype=torch.float32)
     if len(texts) != len(targets):
         raise SystemExit(f"error: {len(texts)} texts but {len(targets)} logits")
     train_ids = [e.ids for e in encoder.encode(texts)]
-    dev = read_tsv(args.dev, [args.text_column], args.label_column)
+    dev = read_tsv(args.dev, args.text_columns.split(","), args.label_column)
     dev_ids = [e.ids for e in encoder.encode(dev.texts)]
     vocab_size = encoder._tokenizer.get_vocab_size()
     specials = sorted(encoder.spec.special_ids - {encoder.pad_id})  # the tokenizer's own special tokens, padding aside
@@ -150,7 +150,7 @@ def main(argv=None):
         scheduler.step()
         if averaged is not None:
             averaged.update_parameters(model)
-        if step % (steps_per_epoch // 2) == 0 or step == total:
+        if step % max(1, steps_per_epoch // 2) == 0 or step == total:  # a corpus of one batch: every step
             acc = evaluate(torch, kept, dev_ids, dev.labels, encoder.pad_id)
             history.append({"step": step, "epoch": round(step / steps_per_epoch, 2), "loss": round(loss.item(), 4), "dev_accuracy": acc, "seconds": round(time.perf_counter() - started)})
             log.info("%s step %d/%d (epoch %.2f) loss %.4f dev acc %.4f", args.arch, step, total, step / steps_per_epoch, loss.item(), acc)

@@ -48,12 +48,12 @@ def label(model_dir: str | Path, texts: list, output: str | Path, *, batch_size:
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="tier-2 IR folder")
-    p.add_argument("--texts", required=True, help="one sentence per line")
+    p.add_argument("--texts", required=True, help="one sentence per line (a pair: two, tab-separated)")
     p.add_argument("--output", required=True, help=".npy file for the logits")
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args(argv)
     _common.setup_logging()
-    texts = Path(args.texts).read_text(encoding="utf-8").splitlines()
+    texts = _common.read_corpus(args.texts)
     logits = label(args.model, texts, args.output, batch_size=args.batch_size)
     log.info("wrote %s %s", args.output, logits.shape)
 

@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import tiny_models
@@ -141,6 +142,37 @@ def test_augment_weights_sentence_length_rows():
     from_long = [s for s in out if len(s.split()) == len(long.split())]
     assert 8 <= len(from_long) <= 12  # duplicates are dropped
     assert len(out) - len(from_long) <= 2
+
+
+def test_augment_applies_the_rules_to_each_sentence_of_a_pair_and_the_corpus_keeps_pairs(tmp_path):
+    import _common
+    import augment
+
+    pairs = [("the cast was great and moving", "a great and moving cast"), ("a dull film", "ok")]
+    out = augment.augment(pairs, per_sentence=6, seed=0, neighbours={}, min_words=3, p_mask=0.3, p_similar=0.0, p_random=0.3, p_ngram=0.0)
+    assert out and all(isinstance(pair, tuple) and len(pair) == 2 for pair in out) and not set(pairs) & set(out)
+    assert {tuple(len(side.split()) for side in pair) for pair in out} <= {(6, 5), (3, 1)}  # each side keeps its words' count
+    assert any(a != pairs[0][0] and b != pairs[0][1] for a, b in out)  # both sentences are augmented, not only the first
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(_common.corpus_lines(["a single sentence", *out])) + "\n", encoding="utf-8")
+    assert _common.read_corpus(corpus) == ["a single sentence", *out]
+
+
+def test_distill_tier1_trains_on_a_corpus_of_pairs(tmp_path):
+    """A CNN over the joined pair: the corpus's tab-separated pairs and dev's two columns are encoded as pairs."""
+    import _common
+    import distill_tier1
+
+    teacher = tiny_models.make_bert(tmp_path / "teacher", seed=3)
+    rng = random.Random(0)
+    words = "the film was a with story cast and great dull".split()
+    pairs = [(" ".join(rng.choices(words, k=5)), " ".join(rng.choices(words, k=4))) for _ in range(48)]
+    (tmp_path / "corpus.txt").write_text("\n".join(_common.corpus_lines(pairs)) + "\n", encoding="utf-8")
+    np.save(tmp_path / "logits.npy", np.random.default_rng(0).normal(size=(48, 2)).astype(np.float32))
+    (tmp_path / "dev.tsv").write_text("a\tb\tlabel\n" + "".join(f"{a}\t{b}\t{i % 2}\n" for i, (a, b) in enumerate(pairs[:10])))
+    distill_tier1.main(["--arch", "cnn", "--texts", str(tmp_path / "corpus.txt"), "--logits", str(tmp_path / "logits.npy"), "--dev", str(tmp_path / "dev.tsv"), "--text-columns", "a,b", "--tokenizer", str(teacher), "--epochs", "1", "--min-count", "1", "--output", str(tmp_path / "student")])
+    result = json.loads((tmp_path / "student" / "result.json").read_text())
+    assert result["corpus"] == 48 and result["history"] and (tmp_path / "student" / "student.pt").exists()
 
 
 @pytest.mark.parametrize("arch", ["cnn", "cnn2", "cnn3", "cnn4"])
