@@ -34,6 +34,8 @@ import train_tier2
 from _common import log
 from model_card import MIDDLE
 
+from tango_edge.metrics import METRICS
+
 SCRIPTS = Path(__file__).resolve().parent
 MINILM = "minilm"  # --middle-base's name for train_tier2.py's default base, all-MiniLM-L6-v2
 
@@ -45,6 +47,10 @@ def parse_args(argv=None):
     p.add_argument("--dev-file", default="dev.tsv")
     p.add_argument("--task", default="sst2")
     p.add_argument("--label-names", default="negative,positive")
+    p.add_argument("--text-columns", default="sentence", help="the text column, or two comma-separated for a pair task")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--metric", default="accuracy", choices=METRICS, help="what calibration and the first-tier comparison keep --target of (f1: MRPC, mcc: CoLA)")
+    p.add_argument("--holdout", type=int, default=0, help="hold out this many training rows as the dev set (a task without a dev file, like MRPC: GLUE holds out 408); --dev-file is then not read")
     p.add_argument("--work", required=True, help="folder for intermediate results and stage markers")
     p.add_argument("--output", required=True, help="the cascade folder to write")
     p.add_argument("--archs", default="cnn,cnn2,cnn3,cnn4,bow,bilstm", help="first-tier candidates to distil and compare")
@@ -125,6 +131,9 @@ def main(argv=None):
     _common.setup_logging(work / "build.log")
     py = [sys.executable]
     train, dev = str(Path(args.data) / args.train_file), str(Path(args.data) / args.dev_file)
+    if args.holdout:
+        train, dev = hold_out(train, args.holdout, work)
+    columns = ["--text-columns", args.text_columns, "--label-column", args.label_column]
     stages = Stages(work, args.stop_after)
     resolved = None if args.tier2_model else resolve_base(args.base)
     base = ["--base", resolved] if resolved else []
@@ -136,10 +145,10 @@ def main(argv=None):
         """Fine-tune (unless `trained` is given), export and quantize a transformer tier into <work>/<prefix>_torch,
         _fp32, _int8."""
         model = trained or work / f"{prefix}_torch" / "best"
-        train_command = [] if trained else [py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, "--label-names", args.label_names, *tuning_flags, *train_flags, "--output", str(work / f"{prefix}_torch"), *base_flags, *limit]]
+        train_command = [] if trained else [py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, *columns, "--label-names", args.label_names, *tuning_flags, *train_flags, "--output", str(work / f"{prefix}_torch"), *base_flags, *limit]]
         return train_command + [
             py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(model), "--output", str(work / f"{prefix}_fp32")],
-            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
+            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, *columns, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
         ]
 
     # The last tier's torch model: trained here, or the user's (its embeddings also seed augment and the students).
@@ -148,12 +157,12 @@ def main(argv=None):
     commands = tier2_commands("tier2", "--epochs", args.tier2_epochs, trained=supplied)
     for name, command in zip(("tier2-train", "tier2-export", "tier2-quantize")[-len(commands):], commands):
         stages.run(name, command)
-    stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, "--embeddings", str(tier2_model), "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
+    stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, *columns, "--embeddings", str(tier2_model), "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
     corpus = work / "distill.txt"
     if not corpus.exists():
         from tango_edge.data import read_tsv
 
-        sentences = read_tsv(train).texts
+        sentences = read_tsv(train, args.text_columns.split(","), args.label_column).texts
         corpus.write_text("\n".join(_common.corpus_lines(sentences)) + "\n" + (work / "augmented.txt").read_text(encoding="utf-8"), encoding="utf-8")
     stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(work / "distill.logits.npy")])
     # The students need only the labelled corpus: they run before the (longer) transformer runs that also read it.
@@ -162,9 +171,9 @@ def main(argv=None):
     for arch in archs:
         stages.run(
             f"tier1-{arch}",
-            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, "--tokenizer", str(work / "tier2_int8"), "--init-embeddings", str(tier2_model), "--output", str(work / f"tier1_{arch}"), *epochs],
+            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, *columns, "--tokenizer", str(work / "tier2_int8"), "--init-embeddings", str(tier2_model), "--output", str(work / f"tier1_{arch}"), *epochs],
             py + [str(SCRIPTS / "export.py"), "student", "--checkpoint", str(work / f"tier1_{arch}" / "student.pt"), "--output", str(work / f"tier1_{arch}_fp32")],
-            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, "--max-drop", args.max_drop, "--output", str(work / f"tier1_{arch}_int8")],
+            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, *columns, "--max-drop", args.max_drop, "--output", str(work / f"tier1_{arch}_int8")],
         )
     tier2 = "tier2"  # prefix of the folders in work of the tier that --output ships after the first
     labels = ["--extra-texts", str(corpus), "--extra-logits", str(work / "distill.logits.npy")]
@@ -176,11 +185,30 @@ def main(argv=None):
         tier2 = MIDDLE
         middle = resolve_base(None if args.middle_base == MINILM else args.middle_base)
         stages.run(MIDDLE, *tier2_commands(tier2, "--epochs", args.middle_epochs, *labels, "--extra-ratio", args.middle_extra_ratio, base_flags=["--base", middle] if middle else [], tuning_flags=[]))
-    stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--tier2", tier2, "--archs", args.archs, "--dev", dev, "--target", args.target, "--rounds", args.rounds, "--output", str(work / "compare.json")])
+    stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--tier2", tier2, "--archs", args.archs, "--dev", dev, *columns, "--metric", args.metric, "--target", args.target, "--rounds", args.rounds, "--output", str(work / "compare.json")])
     chosen = json.loads((work / "compare.json").read_text())["best"] if args.tier1 == "auto" else args.tier1
     assemble(work, output, chosen, tier2, args, train, dev)
     if args.accurate_output:
         assemble_accurate(work, output, Path(args.accurate_output), args, dev)
+
+
+def hold_out(train: str, count: int, work: Path, seed: int = 0) -> tuple[str, str]:
+    """Split a training TSV into <work>/train_split.tsv and <work>/dev_split.tsv (`count` rows, seeded), once."""
+    import random
+
+    kept, held = work / "train_split.tsv", work / "dev_split.tsv"
+    if not held.exists():
+        header, *rows = Path(train).read_text(encoding="utf-8").splitlines(keepends=True)
+        rows = [row for row in rows if row.strip()]
+        if not 0 < count < len(rows):
+            raise SystemExit(f"error: --holdout {count}: {train} has {len(rows)} rows")
+        order = list(range(len(rows)))
+        random.Random(seed).shuffle(order)
+        dev_rows = set(order[:count])
+        kept.write_text(header + "".join(r for i, r in enumerate(rows) if i not in dev_rows), encoding="utf-8")
+        held.with_suffix(".tmp").write_text(header + "".join(rows[i] for i in sorted(dev_rows)), encoding="utf-8")
+        held.with_suffix(".tmp").replace(held)  # written last: its presence means both are complete
+    return str(kept), str(held)
 
 
 def source_flags(args) -> str:
@@ -201,8 +229,9 @@ def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str
     output.mkdir(parents=True)
     shutil.copytree(work / f"tier1_{chosen}_int8", output / "tier1")
     shutil.copytree(work / f"{tier2}_int8", output / "tier2")
-    CascadeConfig(task=args.task).save(output)  # tier1/ then tier2/, threshold 0.9 until calibrate sets it
-    sample = [t for t in read_tsv(train).texts if len(t.split()) >= 6][:512]  # representative inputs for autotune
+    CascadeConfig(task=args.task, metric=args.metric, text_columns=args.text_columns.split(","), label_column=args.label_column).save(output)  # tier1/ then tier2/, threshold 0.9 until calibrate sets it
+    texts = read_tsv(train, args.text_columns.split(","), args.label_column).texts
+    sample = [t for t in _common.corpus_lines(texts) if len(t.split()) >= 6][:512]  # representative inputs for autotune (a pair: tab-separated, as `run` reads it)
     (output / "sample.txt").write_text("\n".join(sample) + "\n", encoding="utf-8")
     subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--rounds", args.rounds, "--json", str(work / "calibrate.json")], check=True)
     subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen, "--tier2", tier2, "--data", args.data, "--build-flags", source_flags(args)], check=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Compare first-tier candidates in the cascade: dev accuracy, speed, and speedup at 99% of tier 2.
+"""Compare first-tier candidates in the cascade: dev metric, speed, and speedup at 99% of tier 2's.
 
 For each distilled student (INT8 IR in <work>/tier1_<arch>_int8) and the INT8 tier 2: run both on dev, find the
 lowest deferral rate whose cascade accuracy reaches --target x tier 2's, and time every tier alone
@@ -24,6 +24,7 @@ from tango_edge.calibrate import analyse
 from tango_edge.routing import Costs, tier_outputs, two_tier_reach
 from tango_edge.timing import instances_per_second, measure_rounds, pass_texts, summarize
 from tango_edge.data import read_tsv
+from tango_edge.metrics import METRICS
 from tango_edge.tier import Tier
 
 MAX_LENGTH = 128
@@ -36,6 +37,9 @@ def main(argv=None):
     p.add_argument("--tier2", default="tier2", help="prefix of the second tier's folders in --work (<prefix>_int8)")
     p.add_argument("--archs", default="cnn,cnn2,cnn3,cnn4,bow,bilstm")
     p.add_argument("--dev", required=True)
+    p.add_argument("--text-columns", default="sentence", help="one column, or two comma-separated for a pair task")
+    p.add_argument("--label-column", default="label")
+    p.add_argument("--metric", default="accuracy", choices=METRICS, help="what the target keeps a share of")
     p.add_argument("--target", type=float, default=0.99)
     p.add_argument("--tier1-batch-size", type=int, default=64)
     p.add_argument("--tier2-batch-size", type=int, default=16)
@@ -44,7 +48,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     _common.setup_logging()
 
-    dev = read_tsv(args.dev)
+    dev = read_tsv(args.dev, args.text_columns.split(","), args.label_column)
     tiers = {arch: Tier(args.work / f"tier1_{arch}_int8", max_length=MAX_LENGTH) for arch in args.archs.split(",")}
     tier2 = Tier(args.work / f"{args.tier2}_int8", max_length=MAX_LENGTH)
     _, pred2 = tier_outputs(tier2.logits(tier2.encoder.encode(dev.texts), args.tier2_batch_size))
@@ -60,7 +64,7 @@ def main(argv=None):
 
     rows = {}
     for arch, tier in tiers.items():
-        analysis = analyse(tier.logits(tier.encoder.encode(dev.texts), args.tier1_batch_size), pred2, dev.labels, "accuracy", num_classes)
+        analysis = analyse(tier.logits(tier.encoder.encode(dev.texts), args.tier1_batch_size), pred2, dev.labels, args.metric, num_classes)
         costs = Costs((1.0 / speed[arch]["median"], t2), (args.tier1_batch_size, args.tier2_batch_size))
         choice = analysis.cascade_choice(args.target)
         quantized = json.loads((args.work / f"tier1_{arch}_int8" / "quantize.json").read_text())

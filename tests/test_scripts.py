@@ -120,6 +120,41 @@ def test_build_cascade_distils_a_middle_tier_and_stacks_the_accurate_cascade(tmp
     assert alone.returncode == 2 and "--accurate-output needs --middle-base" in alone.stderr
 
 
+def write_pair_task(folder, n_train=96, seed=0):
+    """A paraphrase-like pair task with no dev file: label 1 when both sentences carry the same key word."""
+    rng = random.Random(seed)
+    keys, filler = ["great", "dull", "moving", "awful"], "the film was a with story cast and".split()
+    rows = []
+    for _ in range(n_train):
+        first, label = rng.choice(keys), rng.randint(0, 1)
+        second = first if label else rng.choice([k for k in keys if k != first])
+        side = lambda key: " ".join(rng.sample(filler, rng.randint(3, 6)) + [key])
+        rows.append(f"{label}\t{side(first)}\t{side(second)}")
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "train.tsv").write_text("label\tone\ttwo\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+@pytest.mark.slow
+def test_build_cascade_on_a_pair_task_with_a_held_out_dev_set(tmp_path):
+    """--text-columns a,b --metric f1 --holdout N: every stage reads pairs (train, augment, label, students), dev is
+    carved from train once, and the cascade answers pairs."""
+    base = tiny_models.make_bert(tmp_path / "base", seed=3)
+    data = write_pair_task(tmp_path / "data")
+    work, output = tmp_path / "work", tmp_path / "cascade"
+    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--base", str(base), "--task", "pairs", "--label-names", "different,same", "--text-columns", "one,two", "--metric", "f1", "--holdout", "24", "--archs", "cnn", "--tier2-epochs", "1", "--student-epochs", "1", "--per-sentence", "2", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:] + (work / "build.log").read_text()[-3000:]
+    assert len((work / "dev_split.tsv").read_text().splitlines()) == 25 and len((work / "train_split.tsv").read_text().splitlines()) == 73
+    assert all(line.count("\t") == 1 for line in (work / "augmented.txt").read_text().splitlines())
+    config = json.loads((output / "cascade.json").read_text())
+    assert config["text_columns"] == ["one", "two"] and config["metric"] == "f1"
+    assert all(line.count("\t") == 1 for line in (output / "sample.txt").read_text().splitlines())
+    with Cascade.from_dir(output) as cascade:
+        answers = cascade.predict([("the film was great", "a great cast"), ("a dull story", "moving")])
+    assert [p.label in ("different", "same") for p in answers] == [True, True]
+
+
 def test_stack_cascade_makes_a_calibratable_folder_of_existing_tiers(tiny_cascade, tiny_irs, tmp_path):
     output = tmp_path / "stacked"
     result = subprocess.run([sys.executable, str(SCRIPTS / "stack_cascade.py"), "--like", str(tiny_cascade), "--tier", str(tiny_cascade / "tier1"), "--tier", str(tiny_irs["b"]), "--tier", str(tiny_irs["c"]), "--output", str(output)], capture_output=True, text=True)
