@@ -78,6 +78,10 @@ def parse_args(argv=None):
     p.add_argument("--stop-after", default=None, metavar="STAGE", help="end the build after this stage (for example label: the long stages can then run one per session)")
     p.add_argument("--tier2-model", default=None, help="an already fine-tuned sequence classifier folder (any architecture optimum-intel exports) as the last tier: skips tier 2's training")
     args = p.parse_args(argv)
+    import shlex
+
+    unnamed = {"data", "work", "output", "stop_after"}
+    args.rebuild_flags = "".join(f" --{dest.replace('_', '-')} {shlex.quote(str(value))}" for dest, value in vars(args).items() if dest not in unnamed and value != p.get_default(dest))
     if args.tier2_model and float(args.self_distill) > 0:
         p.error("--self-distill retrains tier 2 here; it does not go with --tier2-model")
     if args.middle_base and float(args.self_distill) > 0:
@@ -212,11 +216,9 @@ def hold_out(train: str, count: int, work: Path, seed: int = 0) -> tuple[str, st
 
 
 def source_flags(args) -> str:
-    """The flags that name where the tiers came from, for the model card's rebuild command."""
-    flags = f" --tier2-model {args.tier2_model}" if args.tier2_model else f" --base {args.base}" if args.base else ""
-    if args.middle_base:
-        flags += f" --middle-base {args.middle_base}"
-    return flags
+    """The model card's rebuild command's flags: every one given a value other than its default, except the
+    folders (the card names them)."""
+    return args.rebuild_flags
 
 
 def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str, dev: str) -> None:

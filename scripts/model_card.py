@@ -17,7 +17,6 @@ from train_tier2 import DEFAULTS as TIER2_DEFAULTS
 from tango_edge.config import CascadeConfig
 
 MIDDLE = "middle"  # build_cascade.py's prefix for a middle tier distilled from the last
-TIER2_FLAGS = {"seed": "--tier2-seed", "lr": "--tier2-lr", "layer_decay": "--tier2-layer-decay", "pooling": "--tier2-pooling", "rdrop": "--tier2-rdrop"}
 
 STUDENT_NAMES = {
     "cnn": "1-D CNN (Kim 2014 style: 256 filters over 5-token windows, max-pool)",
@@ -48,7 +47,7 @@ def main(argv=None):
     p.add_argument("--tier1", required=True)
     p.add_argument("--tier2", default="tier2", help="prefix of the shipped second tier's folders in --work")
     p.add_argument("--data", default="../shared/data/sst2")
-    p.add_argument("--build-flags", default="", help="build_cascade.py flags naming tier 2's source (--base, --tier2-model), for the rebuild command")
+    p.add_argument("--build-flags", default="", help="the build_cascade.py flags of the build (its non-default ones), for the rebuild command")
     args = p.parse_args(argv)
     work, models = args.work, args.models
 
@@ -82,7 +81,7 @@ def main(argv=None):
         "",
         "```bash",
         "bash scripts/install_dev.sh",
-        f"python scripts/build_cascade.py --data {args.data} --work {work} --output {models}{args.build_flags}{tier2_flags(recipe)}",
+        f"python scripts/build_cascade.py --data {args.data} --work {work} --output {models}{args.build_flags}",
         "```",
         "",
         f"Resumable (a marker per finished stage in the work folder), logged to `build.log` there. `--tier1 {'|'.join(STUDENT_NAMES)}`",
@@ -189,18 +188,6 @@ def base_text(build_flags: str) -> str:
 
 def supplied_text(build_flags: str) -> str:
     return f"a classifier fine-tuned elsewhere (`{build_flags.strip()}`), exported with optimum-intel and quantized to INT8 with NNCF here."
-
-
-def tier2_flags(recipe: dict) -> str:
-    """build_cascade.py flags that reproduce this second tier's recipe (the defaults need none)."""
-    flags = "".join(
-        f" {flag} {recipe[key] if isinstance(recipe[key], str) else format(recipe[key], 'g')}"
-        for key, flag in TIER2_FLAGS.items()
-        if recipe.get(key, TIER2_DEFAULTS[key]) != TIER2_DEFAULTS[key]
-    )
-    if recipe.get("extra_sentences"):
-        flags += f" --self-distill {recipe['extra_ratio']:g} --self-distill-epochs {recipe['epochs']:g}"
-    return flags
 
 
 def student_schedule(student: dict) -> str:

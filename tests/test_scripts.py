@@ -57,7 +57,7 @@ def test_build_cascade_end_to_end(tmp_path):
     assert "build_cascade.py" in card and "First-tier candidates" in card
     assert "Self-distilled" in card and "--self-distill 0.5" in card
     # The card's rebuild command keeps the tier-2 recipe.
-    assert "--tier2-seed 5 --tier2-lr 0.0001 --tier2-layer-decay 0.8 --tier2-pooling mean --tier2-rdrop 0.5" in card
+    assert "--tier2-seed 5 --tier2-lr 1e-4 --tier2-layer-decay 0.8 --tier2-rdrop 0.5 --tier2-pooling mean" in card
     assert "mean of the token vectors" in card and "times 0.8 per layer down" in card and "R-Drop" in card
     shipped = (output / "tier2" / "openvino_model.bin").read_bytes()
     assert shipped == (work / "tier2sd_int8" / "openvino_model.bin").read_bytes() != (work / "tier2_int8" / "openvino_model.bin").read_bytes()
