@@ -86,6 +86,8 @@ def parse_args(argv=None):
         p.error("--self-distill retrains tier 2 here; it does not go with --tier2-model")
     if args.middle_base and float(args.self_distill) > 0:
         p.error("--middle-base and --self-distill both make the distilled tier that --output ships; pick one")
+    if args.accurate_output and Path(args.accurate_output).resolve() == Path(args.output).resolve():
+        p.error("--accurate-output must differ from --output (it is stacked from --output's tiers)")
     if args.accurate_output and not args.middle_base:
         p.error("--accurate-output needs --middle-base (a two-tier --output is already the accurate cascade)")
     if args.tier2_model and not (Path(args.tier2_model) / "config.json").is_file():
@@ -112,6 +114,7 @@ class Stages:
         marker = self.work / f".done-{name}"
         if marker.exists():
             log.info("stage %s: done before, skipped", name)
+            self.stop_if_asked(name)
             return
         log.info("stage %s: started", name)
         started = time.perf_counter()
@@ -123,6 +126,9 @@ class Stages:
                 raise SystemExit(f"error: stage {name} failed (exit {result.returncode}); see {self.work / 'build.log'}; rerun to resume")
         marker.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
         log.info("stage %s: finished in %.0f s", name, time.perf_counter() - started)
+        self.stop_if_asked(name)
+
+    def stop_if_asked(self, name: str) -> None:
         if name == self.stop_after:
             log.info("stopped after stage %s (--stop-after); rerun without it to go on", name)
             raise SystemExit(0)

