@@ -13,16 +13,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run from a checkout without `pip install -e`
     sys.path.insert(0, str(REPO_ROOT))
 
+from tango_edge.data import PAIR_SEPARATOR  # noqa: E402 - after the checkout is on sys.path
+
 log = logging.getLogger("tango_edge.scripts")
 
 
-# A distillation corpus is one text per line; a pair (pair tasks) is one line, its two texts tab-separated
-# (GLUE's own files hold no tabs inside a text).
-PAIR_SEPARATOR = "\t"
-
-
 def read_corpus(path: str | Path) -> list:
-    """A corpus file's texts: a str per line, or a (first, second) tuple for a line with a tab."""
+    """A corpus file's texts: a str per line, or a (first, second) tuple for a line with a tab (GLUE's own files
+    hold no tabs inside a text)."""
     lines = Path(path).read_text(encoding="utf-8").splitlines()
     return [tuple(line.split(PAIR_SEPARATOR, 1)) if PAIR_SEPARATOR in line else line for line in lines]
 

@@ -91,7 +91,8 @@ def main(argv=None):
     systems = {}
     untrained = set()  # systems timed on random weights: their speed counts, their accuracy does not
     if not args.skip_torch:
-        if Path(args.torch_model).exists():
+        random_weights = not Path(args.torch_model).exists()
+        if not random_weights:
             pt_model = sequence_classifier.load(args.torch_model, dtype=torch.float32).eval()
             pt_tokenizer = transformers.AutoTokenizer.from_pretrained(args.torch_model)
         else:
@@ -99,10 +100,10 @@ def main(argv=None):
             log.info("%s not found: timing the PyTorch pipeline on %s's architecture with random weights (no accuracy)", args.torch_model, last_dir)
             pt_model = transformers.AutoModelForSequenceClassification.from_config(transformers.AutoConfig.from_pretrained(last_dir)).eval()
             pt_tokenizer = tokenizer
-            untrained = {f"(a) PyTorch fp32 pipeline, batch {size}" for size in (1, peer_batch)}
         pt_pipe = transformers.pipeline("text-classification", model=pt_model, tokenizer=pt_tokenizer, device="cpu")
-        systems["(a) PyTorch fp32 pipeline, batch 1"] = pipeline_runner(pt_pipe, 1, label2id)
-        systems[f"(a) PyTorch fp32 pipeline, batch {peer_batch}"] = pipeline_runner(pt_pipe, peer_batch, label2id)
+        for size in (1, peer_batch):
+            systems[f"(a) PyTorch fp32 pipeline, batch {size}"] = pipeline_runner(pt_pipe, size, label2id)
+        untrained = {name for name in systems if random_weights}
     systems["(b) optimum-intel INT8 pipeline, batch 1"] = pipeline_runner(ov_pipe, 1, label2id)
     systems[f"(b) optimum-intel INT8 pipeline, batch {peer_batch}"] = pipeline_runner(ov_pipe, peer_batch, label2id)
     tuned = tier2_alone.config.batch_sizes[-1]

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -32,12 +34,11 @@ import _common
 import sequence_classifier
 import train_tier2
 from _common import log
-from model_card import MIDDLE
+from model_card import MIDDLE, MINILM
 
 from tango_edge.metrics import METRICS
 
 SCRIPTS = Path(__file__).resolve().parent
-MINILM = "minilm"  # --middle-base's name for train_tier2.py's default base, all-MiniLM-L6-v2
 
 
 def parse_args(argv=None):
@@ -78,8 +79,8 @@ def parse_args(argv=None):
     p.add_argument("--stop-after", default=None, metavar="STAGE", help="end the build after this stage (for example label: the long stages can then run one per session)")
     p.add_argument("--tier2-model", default=None, help="an already fine-tuned sequence classifier folder (any architecture optimum-intel exports) as the last tier: skips tier 2's training")
     args = p.parse_args(argv)
-    import shlex
-
+    # For the model card's rebuild command: every flag given a value other than its default, except the folders
+    # (the card names them).
     unnamed = {"data", "work", "output", "stop_after"}
     args.rebuild_flags = "".join(f" --{dest.replace('_', '-')} {shlex.quote(str(value))}" for dest, value in vars(args).items() if dest not in unnamed and value != p.get_default(dest))
     if args.tier2_model and float(args.self_distill) > 0:
@@ -204,8 +205,6 @@ def main(argv=None):
 
 def hold_out(train: str, count: int, work: Path, seed: int = 0) -> tuple[str, str]:
     """Split a training TSV into <work>/train_split.tsv and <work>/dev_split.tsv (`count` rows, seeded), once."""
-    import random
-
     kept, held = work / "train_split.tsv", work / "dev_split.tsv"
     if not held.exists():
         header, *rows = Path(train).read_text(encoding="utf-8").splitlines(keepends=True)
@@ -219,12 +218,6 @@ def hold_out(train: str, count: int, work: Path, seed: int = 0) -> tuple[str, st
         held.with_suffix(".tmp").write_text(header + "".join(rows[i] for i in sorted(dev_rows)), encoding="utf-8")
         held.with_suffix(".tmp").replace(held)  # written last: its presence means both are complete
     return str(kept), str(held)
-
-
-def source_flags(args) -> str:
-    """The model card's rebuild command's flags: every one given a value other than its default, except the
-    folders (the card names them)."""
-    return args.rebuild_flags
 
 
 def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str, dev: str) -> None:
@@ -242,7 +235,7 @@ def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str
     sample = [t for t in _common.corpus_lines(texts) if len(t.split()) >= 6][:512]  # representative inputs for autotune (a pair: tab-separated, as `run` reads it)
     (output / "sample.txt").write_text("\n".join(sample) + "\n", encoding="utf-8")
     subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--rounds", args.rounds, "--json", str(work / "calibrate.json")], check=True)
-    subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen, "--tier2", tier2, "--data", args.data, "--build-flags", source_flags(args)], check=True)
+    subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen, "--tier2", tier2, "--data", args.data, "--build-flags", args.rebuild_flags], check=True)
     log.info("cascade written to %s (first tier: %s)", output, chosen)
 
 

@@ -18,6 +18,7 @@ from train_tier2 import DEFAULTS as TIER2_DEFAULTS
 from tango_edge.config import CascadeConfig
 
 MIDDLE = "middle"  # build_cascade.py's prefix for a middle tier distilled from the last
+MINILM = "minilm"  # build_cascade.py --middle-base's name for train_tier2.py's default base, all-MiniLM-L6-v2
 
 STUDENT_NAMES = {
     "cnn": "1-D CNN (Kim 2014 style: 256 filters over 5-token windows, max-pool)",
@@ -184,7 +185,7 @@ def base_text(build_flags: str, middle: bool = False) -> str:
     """The shipped second tier's base: the middle tier's (--middle-base) when it is the one shipped."""
     if middle:
         base = flag_value(build_flags, "--middle-base")
-        base = None if base == "minilm" else base
+        base = None if base == MINILM else base
     elif flag_value(build_flags, "--tier2-model"):
         return "the supplied second tier's own."
     else:

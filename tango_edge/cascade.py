@@ -25,6 +25,7 @@ import numpy as np
 
 from ._native import DeferralQueue, now_ns
 from .config import CascadeConfig
+from .data import PAIR_SEPARATOR
 from .errors import TangoEdgeError
 from .stats import RunStats
 from .tier import Tier, softmax
@@ -35,7 +36,6 @@ log = logging.getLogger("tango_edge")
 # Ids a stage's queue holds at most. Far above what the streams keep in flight, so a completion callback
 # (an OpenVINO thread) never blocks on it; online bursts beyond it wait in push (backpressure).
 QUEUE_CAPACITY = 1 << 16
-PAIR_SEPARATOR = "\t"  # a pair task's input line: first text, a tab, second text
 
 
 @dataclass(frozen=True, slots=True)

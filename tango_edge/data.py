@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+PAIR_SEPARATOR = "\t"  # a pair task's input line (and a distillation corpus line): first text, a tab, second text
+
+
 def line_text(raw: bytes) -> bytes:
     """An input line without its end of line (LF or CRLF): what `tango-edge run` classifies for that line."""
     return raw.rstrip(b"\r\n")
