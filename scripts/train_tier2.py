@@ -43,6 +43,7 @@ from _common import log
 
 from tango_edge.data import read_tsv
 
+MAX_LENGTH = 64  # training truncation (the runtime truncates at cascade.json's max_length)
 # The recipe keys build_cascade.py passes through (as --tier2-<key>) to the last tier's run.
 DEFAULTS = {"seed": 13, "lr": 5e-5, "layer_decay": 1.0, "pooling": "cls", "rdrop": 0.0}
 
@@ -61,7 +62,7 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="the head's learning rate (and every layer's without --layer-decay)")
     p.add_argument("--layer-decay", type=float, default=DEFAULTS["layer_decay"], help="learning-rate factor per layer down from the head (1: one rate for all)")
     p.add_argument("--warmup", type=float, default=0.06, help="fraction of steps")
-    p.add_argument("--max-length", type=int, default=64)
+    p.add_argument("--max-length", type=int, default=MAX_LENGTH)
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training rows")
     p.add_argument("--train-embeddings", action="store_true", help="also train the word embeddings (slower)")
     p.add_argument("--pooling", choices=sequence_classifier.POOLINGS, default=DEFAULTS["pooling"], help="what the head reads: the [CLS] token or the mean of the token vectors (see sequence_classifier.py)")

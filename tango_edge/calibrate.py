@@ -27,6 +27,7 @@ from .routing import (
     Operating,
     cascade_curve,
     choose_threshold,
+    early_exit_curve,
     fixes_by_confidence_decile,
     oracle_metric_by_deferral,
     random_metric_by_deferral,
@@ -134,6 +135,50 @@ def speedup_table(analysis: Analysis, costs: Costs, targets: Sequence[float]) ->
         rates = {"random": analysis.random_deferral(target), "cascade": None if choice is None else choice.deferral_rate, "oracle": analysis.oracle_deferral(target)}
         table[f"{target:g}"] = {name: None if f is None else {"deferral_rate": f, "speedup": float(costs.speedup(two_tier_reach(f)))} for name, f in rates.items()}
     return table
+
+
+def early_exit_analysis(model, last_tier, texts: Sequence, gold: np.ndarray, metric: str, num_classes: int, last_metric: float, tuned_batch_size: int, targets: Sequence[float], rounds: int) -> dict:
+    """DeeBERT's sweep on the data, its per-layer costs at batch size 1 and its cheapest threshold per target,
+    with speedups over the last tier alone at batch size 1 and at its tuned size (DeeBERT itself stays at batch
+    size 1: exits are per input). The threshold of each target is also run for real, with exits, to check the
+    predicted cost."""
+    from .early_exit import entropy
+    from .timing import measure_early_exit
+
+    log(f"early exit: every layer's logits on {len(texts)} inputs ...")
+    layer_logits = model.layer_logits(model.encoder.encode(list(texts)))
+    entropies = entropy(layer_logits)
+    score = confusion_metric_fn(metric)
+    layer_metrics = [float(score(confusion(gold, logits.argmax(-1), num_classes))) for logits in layer_logits]
+    # Thresholds from a provisional cost (layers alike); the measured per-layer costs then price the sweep.
+    provisional = early_exit_curve(layer_logits, entropies, gold, np.ones(model.num_layers), metric, num_classes)
+    picks = {f"{t:g}": provisional.cheapest_meeting(t * last_metric) for t in targets}
+    to_run = {name: float(provisional.thresholds[i]) for name, i in picks.items() if i is not None}
+    log(f"early exit: timing {model.num_layers} stages at batch size 1 against the last tier alone, {rounds} interleaved rounds ...")
+    timed = measure_early_exit(model, last_tier, texts, tuned_batch_size, rounds, to_run, progress=lambda done, total: log(f"early-exit timing round {done}/{total}"))
+    curve = early_exit_curve(layer_logits, entropies, gold, timed["stage_seconds"], metric, num_classes)
+    last = timed["last_seconds"]
+    table = {}
+    for target in targets:
+        i = curve.cheapest_meeting(target * last_metric)
+        name = f"{target:g}"
+        table[name] = None if i is None else {
+            "threshold": float(curve.thresholds[i]),
+            "metric": float(curve.metric[i]),
+            "mean_exit_layer": float(curve.mean_exit[i]),
+            "seconds": float(curve.seconds[i]),
+            "speedup_batch1": last["batch1"] / float(curve.seconds[i]),
+            "speedup_tuned": last["tuned"] / float(curve.seconds[i]),
+        }
+        if name in timed["measured_exit_seconds"]:  # the target's threshold from the provisional sweep, run for real
+            measured = timed["measured_exit_seconds"][name]
+            table[name].update({"measured_threshold": to_run[name], "measured_seconds": measured, "measured_speedup_batch1": last["batch1"] / measured})
+    step = max(1, len(curve.thresholds) // SWEEP_POINTS)
+    sweep = [
+        {"threshold": float(curve.thresholds[i]), "metric": float(curve.metric[i]), "mean_exit_layer": float(curve.mean_exit[i]), "speedup_batch1": last["batch1"] / float(curve.seconds[i]), "speedup_tuned": last["tuned"] / float(curve.seconds[i])}
+        for i in range(0, len(curve.thresholds), step)
+    ]
+    return {"folder": str(model.folder), "layers": model.num_layers, "layer_metrics": layer_metrics, "timing": timed, "table": table, "sweep": sweep}
 
 
 def throughput_table(analysis: Analysis, costs: dict[str, Costs], targets: Sequence[float]) -> dict:
@@ -270,6 +315,13 @@ def calibrate_command(args) -> int:
     if config.metric == "f1" and num_classes != 2:
         raise TangoEdgeError(f"metric f1 is binary F1 but the task has {num_classes} classes; set metric to accuracy or mcc in cascade.json")
     texts, gold = load_labelled(args.data, config, num_classes)
+    early_exit = None
+    if args.early_exit:
+        from .early_exit import EarlyExitModel
+
+        early_exit = EarlyExitModel(args.early_exit, max_length=config.max_length, device=args.device, inference_precision=config.inference_precision)
+        if early_exit.labels != labels:
+            raise TangoEdgeError(f"the early-exit model's labels {early_exit.labels} differ from the cascade's {labels}")
 
     batch_sizes = config.batch_sizes
     logits = []
@@ -342,12 +394,16 @@ def calibrate_command(args) -> int:
         "temperature": temperature_report,
         "chosen": chosen,
         "table2": speedup_table(pair, pair_costs["tuned"], targets),
+        "table2_batch1": speedup_table(pair, pair_costs["batch1"], targets),
         "table3": throughput_table(pair, pair_costs, targets),
         "sweep": sweep_rows(pair, pair_costs),
         "deciles": fixes_by_confidence_decile(pair.confidence, pair.pred1, pred_last, gold),
         "search": search,
+        "early_exit": None,
         "written": None,
     }
+    if early_exit is not None:
+        results["early_exit"] = early_exit_analysis(early_exit, tiers[-1], texts, gold, config.metric, num_classes, pair.metric2, batch_sizes[-1], targets, args.rounds)
     if not args.no_write:
         results["written"] = str(write_choice(directory, thresholds, temperatures, passed))
         log(f"wrote thresholds {[round(t, 6) for t in thresholds]} and temperatures {[round(t, 4) for t in temperatures]} to {results['written']}")

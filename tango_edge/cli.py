@@ -131,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--no-write", action="store_true", help="do not update cascade.json")
     cal.add_argument("--no-temperature", action="store_true", help="skip temperature scaling (writes temperature 1)")
     cal.add_argument("--rounds", type=positive_int, default=3, help="interleaved timing rounds for the throughput figures (default 3)")
+    cal.add_argument("--early-exit", default=None, metavar="DIR", help="also sweep this early-exit model (DeeBERT, from scripts/deebert.py, on the last tier's model) and add it to Table 2 and Fig. 2")
     return parser
 
 

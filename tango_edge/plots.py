@@ -31,7 +31,8 @@ def _figure(width: float = 6.0, height: float = 4.2):
 
 
 def metric_vs_speedup(results: dict, path: Path) -> Path:
-    """Fig. 2: the task metric against the speedup over the last tier alone, for random, cascade and oracle routing."""
+    """Fig. 2: the task metric against the speedup over the last tier alone, for random, cascade and oracle
+    routing, and DeeBERT's early exit when calibrate was given one."""
     sweep, metric = results["sweep"], results["metric"]
     speedups = [row["speedup"] for row in sweep]
     figure, axes = _figure()
@@ -41,9 +42,14 @@ def metric_vs_speedup(results: dict, path: Path) -> Path:
     if search:
         points = search["frontier"]
         axes.plot([p["speedup"] for p in points], [p["metric"] for p in points], "-.", label=f"{len(results['tiers'])}-tier cascade (frontier)")
+    early = results.get("early_exit")
+    if early:  # at batch size 1 (exits are per input), against the last tier alone at batch size 1, as the paper
+        last_batch1 = results["costs"]["batch1"]["seconds"][-1]
+        axes.plot([row["throughput_batch1"] * last_batch1 for row in sweep], [row["metric"] for row in sweep], "-", linewidth=0.8, label="cascade, batch size 1")
+        axes.plot([row["speedup_batch1"] for row in early["sweep"]], [row["metric"] for row in early["sweep"]], "-", marker=".", markersize=2, label="DeeBERT early exit, batch size 1")
     for target in (0.99, 0.98):
         axes.axhline(target * results["last_metric"], color="grey", linewidth=0.6)
-    axes.set_xlabel("speedup over the last tier alone (tuned batch sizes)")
+    axes.set_xlabel("speedup over the last tier alone (tuned batch sizes" + ("; batch size 1 curves: at batch size 1)" if early else ")"))
     axes.set_ylabel(metric)
     axes.set_title("metric vs speedup (grey: 99% / 98% of the last tier)")
     axes.legend()

@@ -56,14 +56,44 @@ def format_summary(results: dict) -> list[str]:
     return lines
 
 
-def format_table2(results: dict) -> list[str]:
-    """Table 2: speedup (and deferral rate) of each routing of the first and last tiers at each target."""
+def _exit_cell(entry: dict | None, key: str) -> str:
+    return "n/a" if entry is None else f"{entry[key]:.2f}x (L{entry['mean_exit_layer']:.1f})"
+
+
+def format_table2(results: dict, costs: str = "tuned") -> list[str]:
+    """Table 2: speedup (and deferral rate) of each routing of the first and last tiers at each target, at the
+    tuned batch sizes or at batch size 1 (the paper's protocol); with an early-exit model, its column (it runs at
+    batch size 1 in both: exits are per input; L = mean exit layer)."""
+    table = results["table2" if costs == "tuned" else "table2_batch1"]
+    sizes = _sizes_label(results) if costs == "tuned" else "batch size 1"
+    early = results.get("early_exit")
+    header = f"{'target':>8} {'random':>18} {'cascade':>18} {'oracle':>18}" + (f" {'DeeBERT (batch 1)':>18}" if early else "")
+    lines = [f"Table 2: tier 1 -> tier {len(results['tiers'])}, speedup over the last tier alone (deferral rate) at a share of its {results['metric']}, {sizes}", header]
+    for target, row in table.items():
+        cells = [_speedup_cell(row[name]) for name in ("random", "cascade", "oracle")]
+        if early:
+            cells.append(_exit_cell(early["table"].get(target), "speedup_tuned" if costs == "tuned" else "speedup_batch1"))
+        lines.append(f"{100 * float(target):7.1f}% " + " ".join(f"{cell:>18}" for cell in cells))
+    return lines
+
+
+def format_early_exit(results: dict) -> list[str]:
+    """The early-exit model: each off-ramp's metric alone, its costs, and the real runs that check the prediction."""
+    early = results.get("early_exit")
+    if not early:
+        return []
+    m, timing = results["metric"], early["timing"]
     lines = [
-        f"Table 2: tier 1 -> tier {len(results['tiers'])}, speedup over the last tier alone (deferral rate) at a share of its {results['metric']}, {_sizes_label(results)} batch sizes",
-        f"{'target':>8} {'random':>18} {'cascade':>18} {'oracle':>18}",
+        f"early exit ({early['folder']}, {early['layers']} layers): {m} exiting at layer " + " ".join(f"{k + 1}: {v:.4f}" for k, v in enumerate(early["layer_metrics"])),
+        f"cost per instance at batch size 1: all layers {1e3 * sum(timing['stage_seconds']):.3f} ms (layer 1 with tokenization {1e3 * timing['stage_seconds'][0]:.3f} ms), "
+        f"last tier alone {1e3 * timing['last_seconds']['batch1']:.3f} ms at batch size 1, {1e3 * timing['last_seconds']['tuned']:.3f} ms tuned",
     ]
-    for target, row in results["table2"].items():
-        lines.append(f"{100 * float(target):7.1f}% {_speedup_cell(row['random']):>18} {_speedup_cell(row['cascade']):>18} {_speedup_cell(row['oracle']):>18}")
+    for target, entry in early["table"].items():
+        if entry and "measured_seconds" in entry:
+            lines.append(
+                f"early exit at {100 * float(target):.1f}%: threshold {entry['threshold']:.4g}, {m} {entry['metric']:.4f}, mean exit layer {entry['mean_exit_layer']:.2f}, "
+                f"predicted {entry['speedup_batch1']:.2f}x; run with exits (threshold {entry['measured_threshold']:.4g}): {entry['measured_speedup_batch1']:.2f}x"
+            )
     return lines
 
 
@@ -99,7 +129,10 @@ def format_search(results: dict) -> list[str]:
 
 
 def format_report(results: dict) -> str:
-    """The report: summary, Tables 2 and 3, and for three or more tiers the search."""
-    parts = [*format_summary(results), "", *format_table2(results), "", *format_table3(results)]
+    """The report: summary, Table 2 (tuned and batch size 1), Table 3, the early-exit model if given, and for
+    three or more tiers the search."""
+    parts = [*format_summary(results), "", *format_table2(results), "", *format_table2(results, "batch1"), "", *format_table3(results)]
+    early = format_early_exit(results)
+    parts += [""] + early if early else []
     search = format_search(results)
     return "\n".join(parts + ([""] + search if search else []))

@@ -392,3 +392,50 @@ def fixes_by_confidence_decile(confidence, pred1, pred2, gold, bins: int = DECIL
         "count": np.bincount(decile, minlength=bins).tolist(),
         "confidence_range": bounds,
     }
+
+
+# ---- early exit (the DeeBERT baseline) -----------------------------------------------------------------------
+
+EXIT_POINTS = 1000  # entropy thresholds scored per early-exit sweep (quantiles of the off-ramps' entropies)
+
+
+@dataclass(frozen=True)
+class ExitCurve:
+    """An early-exit model's sweep over its entropy threshold S (an input exits at the first layer whose entropy
+    is below S): the metric, the mean exit layer (1-based) and the predicted seconds per instance, the sum of the
+    measured per-layer costs up to each input's exit layer."""
+
+    thresholds: np.ndarray
+    metric: np.ndarray
+    mean_exit: np.ndarray
+    seconds: np.ndarray
+
+    def cheapest_meeting(self, required: float) -> int | None:
+        """The index of the fastest threshold whose metric reaches `required`."""
+        meeting = np.flatnonzero(self.metric >= required)
+        return None if len(meeting) == 0 else int(meeting[np.argmin(self.seconds[meeting])])
+
+
+def exit_layers(entropies: np.ndarray, threshold: float) -> np.ndarray:
+    """Each input's exit layer (0-based) from its per-layer entropies (layers, inputs): the first below
+    `threshold`, else the last."""
+    below = entropies[:-1] < threshold
+    return np.where(below.any(axis=0), below.argmax(axis=0), len(entropies) - 1)
+
+
+def early_exit_curve(layer_logits: np.ndarray, entropies: np.ndarray, gold: np.ndarray, stage_seconds: Sequence[float], metric: str, num_classes: int, points: int = EXIT_POINTS) -> ExitCurve:
+    """The sweep from 'never exit early' (S = 0) to 'every input exits at layer 1'."""
+    ramps = entropies[:-1].ravel()
+    candidates = np.quantile(ramps, np.linspace(0.0, 1.0, points)) if len(ramps) > points else ramps
+    thresholds = np.unique(np.concatenate([[0.0], np.nextafter(candidates, np.inf)]))
+    score = confusion_metric_fn(metric)
+    cumulative = np.cumsum(np.asarray(stage_seconds, dtype=np.float64))
+    preds = layer_logits.argmax(axis=-1)  # (layers, inputs)
+    columns = np.arange(layer_logits.shape[1])
+    values, exits, seconds = [], [], []
+    for threshold in thresholds:
+        layer = exit_layers(entropies, threshold)
+        values.append(float(score(confusion(gold, preds[layer, columns], num_classes))))
+        exits.append(float(layer.mean() + 1))
+        seconds.append(float(cumulative[layer].mean()))
+    return ExitCurve(thresholds, np.asarray(values), np.asarray(exits), np.asarray(seconds))

@@ -112,6 +112,45 @@ def measure_costs(tiers: Sequence, texts: Sequence, tuned_batch_sizes: Sequence[
     return costs, report
 
 
+def measure_early_exit(model, last_tier, texts: Sequence, tuned_batch_size: int, rounds: int, thresholds: dict[str, float], progress: Callable[[int, int], None] | None = None) -> dict:
+    """An early-exit model's cost per layer at batch size 1, and real exiting runs at `thresholds`, interleaved
+    with the last tier alone at batch size 1 and at its tuned size (the speedups' references).
+
+    Per candidate, the median over `rounds` rounds: "stages" gives seconds per instance per layer (tokenization in
+    the first), every other candidate seconds per instance.
+    """
+    timing_texts = pass_texts(texts, min(len(texts), COST_PASS_SENTENCES[1]))
+    last_sizes = sorted({1, tuned_batch_size})
+    candidates = ["stages", *(f"last@{size}" for size in last_sizes), *(f"exit@{name}" for name in thresholds)]
+    model.stage_seconds(timing_texts[:16])  # warm-up
+    for size in last_sizes:
+        instances_per_second(last_tier, timing_texts[:64], size)
+    stage_rounds: list[np.ndarray] = []
+    seconds: dict[str, list[float]] = {c: [] for c in candidates if c != "stages"}
+    for index, order in enumerate(round_schedule(candidates, rounds), start=1):
+        for candidate in order:
+            if candidate == "stages":
+                stage_rounds.append(model.stage_seconds(timing_texts))
+            elif candidate.startswith("last@"):
+                seconds[candidate].append(1.0 / instances_per_second(last_tier, timing_texts, int(candidate[5:])))
+            else:
+                started = time.perf_counter()
+                model.predict(timing_texts, thresholds[candidate[5:]])
+                seconds[candidate].append((time.perf_counter() - started) / len(timing_texts))
+        if progress is not None:
+            progress(index, rounds)
+    stages = np.asarray(stage_rounds)
+    last = {size: float(np.median(seconds[f"last@{size}"])) for size in last_sizes}
+    return {
+        "stage_seconds": np.median(stages, axis=0).tolist(),
+        "stage_total_range": [float(stages.sum(axis=1).min()), float(stages.sum(axis=1).max())],
+        "last_seconds": {"batch1": last[1], "tuned": last[tuned_batch_size]},
+        "measured_exit_seconds": {c[5:]: float(np.median(v)) for c, v in seconds.items() if c.startswith("exit@")},
+        "rounds": rounds,
+        "instances_per_pass": len(timing_texts),
+    }
+
+
 def closed_loop(clients: int, requests: int, max_seconds: float, make_sender: Callable[[], Callable[[int], None]]) -> dict:
     """A bounded closed-loop load: `clients` threads, each sending request k (0, 1, 2 ... shared among them) and
     waiting for its answer before the next, until `requests` were sent or `max_seconds` passed.
