@@ -97,6 +97,10 @@ def parse_args(argv=None):
         p.error("--accurate-output needs --middle-base (a two-tier --output is already the accurate cascade)")
     if args.teacher_logits and not (Path(args.teacher_logits).is_file() and Path(args.teacher_logits).with_suffix(".sha256").is_file()):
         p.error(f"--teacher-logits {args.teacher_logits}: expected that .npy file and its .sha256 beside it")
+    if args.teacher_logits and not args.middle_base:
+        p.error("--teacher-logits needs --middle-base: the kept labels train the students, and without a last tier built here the shipped second tier is the middle one")
+    if args.teacher_logits and args.accurate_output and not args.tier2_model:
+        p.error("--teacher-logits with --accurate-output needs --tier2-model, the model that made those logits: a last tier trained again here would not be the one that labelled the corpus")
     if args.tier2_model and not (Path(args.tier2_model) / "config.json").is_file():
         p.error(f"--tier2-model {args.tier2_model}: no config.json there (expected a transformers model folder)")
     return args
@@ -173,7 +177,7 @@ def main(argv=None):
     supplied = Path(args.tier2_model).resolve() if args.tier2_model else None
     build_last = not args.teacher_logits or bool(args.accurate_output)
     tier2_model = supplied or (work / "tier2_torch" / "best" if build_last else Path(resolved or _common.default_base_model()))
-    student_tokenizer = work / "tier2_int8" if build_last else tier2_model
+    student_tokenizer = work / "tier2_int8" if build_last else labelled_tokenizer(tier2_model, args.label_names.split(","), work / "teacher_tokenizer")
     if build_last:
         commands = tier2_commands("tier2", "--epochs", args.tier2_epochs, trained=supplied)
         for name, command in zip(("tier2-train", "tier2-export", "tier2-quantize")[-len(commands):], commands):
@@ -187,7 +191,7 @@ def main(argv=None):
         corpus.write_text("\n".join(_common.corpus_lines(sentences)) + "\n" + (work / "augmented.txt").read_text(encoding="utf-8"), encoding="utf-8")
     logits = work / "distill.logits.npy"
     if args.teacher_logits:
-        adopt_teacher_logits(Path(args.teacher_logits), corpus, logits)
+        adopt_teacher_logits(Path(args.teacher_logits), corpus, logits, len(args.label_names.split(",")))
     stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(logits)])
     if not logits.with_suffix(".sha256").exists():  # what --teacher-logits checks when a later build reuses them
         logits.with_suffix(".sha256").write_text(f"{file_sha256(corpus)}  {corpus.name}\n")
@@ -218,6 +222,23 @@ def main(argv=None):
         assemble_accurate(work, output, Path(args.accurate_output), args, dev)
 
 
+def labelled_tokenizer(model: Path, labels: list[str], folder: Path) -> Path:
+    """The last tier's tokenizer and labels for the students when no last tier is exported here: the base's
+    tokenizer files and its config.json with the task's labels (a base model has none)."""
+    from export import TOKENIZER_FILES
+
+    if not model.is_dir():
+        raise SystemExit(f"error: {model} is not a local folder; --teacher-logits needs the base on disk (a folder or a fetch_base.py name)")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in TOKENIZER_FILES:
+        if (model / name).exists():
+            shutil.copy(model / name, folder / name)
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    config["id2label"], config["label2id"] = {str(i): name for i, name in enumerate(labels)}, {name: i for i, name in enumerate(labels)}
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return folder
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -226,7 +247,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def adopt_teacher_logits(source: Path, corpus: Path, target: Path) -> None:
+def adopt_teacher_logits(source: Path, corpus: Path, target: Path, num_labels: int) -> None:
     """Take logits kept from an earlier build as this build's labels (the label stage then counts as done), once
     the corpus is shown to be the one they were computed on."""
     marker = target.parent / ".done-label"
@@ -237,9 +258,9 @@ def adopt_teacher_logits(source: Path, corpus: Path, target: Path) -> None:
     if actual != expected:
         raise SystemExit(f"error: {source} labels another corpus (SHA-256 {expected[:12]}..., this build's {actual[:12]}...): rebuild with the augment flags and base of the build that made them")
     logits = np.load(source).astype(np.float32)  # may be kept as float16
-    lines = sum(1 for _ in open(corpus, encoding="utf-8"))
-    if len(logits) != lines:
-        raise SystemExit(f"error: {source} holds {len(logits)} rows for a corpus of {lines} lines")
+    lines = len(_common.read_corpus(corpus))  # as the students count them
+    if logits.shape != (lines, num_labels):
+        raise SystemExit(f"error: {source} holds logits of shape {logits.shape} for a corpus of {lines} lines and {num_labels} labels")
     np.save(target, logits)
     target.with_suffix(".sha256").write_text(f"{actual}  {corpus.name}\n")
     marker.write_text(f"adopted from {source}")

@@ -93,6 +93,8 @@ def train_ramps(model, train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarr
     torch.manual_seed(seed)
     ramps = eem.Ramps(model)
     count = len(ramps.out)
+    if count == 0:  # one layer: its only exit is the model's head
+        return ramps, []
     optimizer = torch.optim.Adam(ramps.parameters(), lr=lr)
     x, y = torch.from_numpy(train_x[:count]), torch.from_numpy(train_y)
     dx, dy = torch.from_numpy(dev_x[:count]), torch.from_numpy(dev_y)

@@ -63,7 +63,7 @@ def ramp_init(model):
         dense, out = model.classifier.dense, model.classifier.out_proj
     elif sequence_classifier.pooling_of(model) == "cls":
         dense, out = model.bert.pooler.dense, model.classifier
-    else:  # a mean-pooling head has no dense layer: the ramps' dense layer starts as the identity
+    else:  # a mean-pooling head has no dense layer: the ramps' starts as the identity (then tanh, unlike the head)
         eye = nn.Linear(hidden, hidden)
         with torch.no_grad():
             eye.weight.copy_(torch.eye(hidden))
@@ -100,7 +100,7 @@ def additive_mask(attention_mask, dtype):
 def embed(model, input_ids, token_type_ids=None):
     if model.config.model_type == "mpnet":
         return model.mpnet.embeddings(input_ids=input_ids)
-    # Explicit positions: BERT's default slices a buffer, which tracing would freeze at the example's length.
+    # Positions passed explicitly (0..length-1, what BERT's buffer slice gives) so the traced graph reads no buffer.
     positions = torch.arange(input_ids.shape[1], device=input_ids.device).unsqueeze(0)
     return model.bert.embeddings(input_ids=input_ids, token_type_ids=token_type_ids, position_ids=positions)
 

@@ -61,7 +61,7 @@ def main(argv=None):
     q2 = load(work / f"{args.tier2}_int8" / "quantize.json") or {}
     first = (load(work / "tier2_torch" / "result.json") or {}) if args.tier2 != "tier2" else None  # the labelling run
     teacher = load(work / "tier2_int8" / "quantize.json") or {} if args.tier2 == MIDDLE else None
-    labeller = "the accurate cascade's last tier" if teacher is not None else "the first tier-2 run" if first is not None else "tier 2"
+    labeller = "an earlier build's last tier (its corpus logits kept: `--teacher-logits`)" if flag_value(args.build_flags, "--teacher-logits") else "the accurate cascade's last tier" if teacher is not None else "the first tier-2 run" if first is not None else "tier 2"
     q1 = load(work / f"tier1_{args.tier1}_int8" / "quantize.json") or {}
     student = load(work / f"tier1_{args.tier1}" / "result.json") or {}
     compare = load(work / "compare.json") or {}

@@ -420,14 +420,18 @@ def exit_layers(entropies: np.ndarray, threshold: float) -> np.ndarray:
     """Each input's exit layer (0-based) from its per-layer entropies (layers, inputs): the first below
     `threshold`, else the last."""
     below = entropies[:-1] < threshold
+    if len(below) == 0:  # one layer: no off-ramp before it
+        return np.zeros(entropies.shape[1], dtype=np.int64)
     return np.where(below.any(axis=0), below.argmax(axis=0), len(entropies) - 1)
 
 
 def early_exit_curve(layer_logits: np.ndarray, entropies: np.ndarray, gold: np.ndarray, stage_seconds: Sequence[float], metric: str, num_classes: int, points: int = EXIT_POINTS) -> ExitCurve:
-    """The sweep from 'never exit early' (S = 0) to 'every input exits at layer 1'."""
-    ramps = entropies[:-1].ravel()
-    candidates = np.quantile(ramps, np.linspace(0.0, 1.0, points)) if len(ramps) > points else ramps
-    thresholds = np.unique(np.concatenate([[0.0], np.nextafter(candidates, np.inf)]))
+    """The sweep from 'never exit early' (S = 0) to 'every input exits at layer 1'. Thresholds sit halfway between
+    neighbouring entropies, so a tiny numerical difference in a real run does not move an input across one."""
+    ramps = np.unique(entropies[:-1].ravel())
+    values = np.unique(np.quantile(ramps, np.linspace(0.0, 1.0, points))) if len(ramps) > points else ramps
+    top = values[-1] + 1.0 if len(values) else 1.0  # above every entropy: everything exits at layer 1
+    thresholds = np.unique(np.concatenate([[0.0], (values[:-1] + values[1:]) / 2, [top]]))
     score = confusion_metric_fn(metric)
     cumulative = np.cumsum(np.asarray(stage_seconds, dtype=np.float64))
     preds = layer_logits.argmax(axis=-1)  # (layers, inputs)

@@ -112,17 +112,32 @@ def measure_costs(tiers: Sequence, texts: Sequence, tuned_batch_sizes: Sequence[
     return costs, report
 
 
+def sequential_seconds(request, tier, texts: Sequence) -> float:
+    """Seconds per instance of a tier run the way an early-exit model runs: one input at a time on one synchronous
+    request (`request`, from the tier's model compiled for latency); tokenization included, all texts at once."""
+    started = time.perf_counter()
+    for one in tier.encoder.encode(list(texts)):
+        request.infer(tier.inputs([one]))
+    return (time.perf_counter() - started) / len(texts)
+
+
 def measure_early_exit(model, last_tier, texts: Sequence, tuned_batch_size: int, rounds: int, thresholds: dict[str, float], progress: Callable[[int, int], None] | None = None) -> dict:
     """An early-exit model's cost per layer at batch size 1, and real exiting runs at `thresholds`, interleaved
-    with the last tier alone at batch size 1 and at its tuned size (the speedups' references).
+    with the last tier alone: one input at a time on one request as the early-exit model runs ("sequential", its
+    speedups' reference), and at batch size 1 and its tuned size on asynchronous requests (the cascade's).
 
     Per candidate, the median over `rounds` rounds: "stages" gives seconds per instance per layer (tokenization in
     the first), every other candidate seconds per instance.
     """
+    from .tier import ov_core
+
     timing_texts = pass_texts(texts, min(len(texts), COST_PASS_SENTENCES[1]))
     last_sizes = sorted({1, tuned_batch_size})
-    candidates = ["stages", *(f"last@{size}" for size in last_sizes), *(f"exit@{name}" for name in thresholds)]
+    latency = ov_core().compile_model(last_tier.model, last_tier.device, {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": last_tier.inference_precision})
+    request = latency.create_infer_request()
+    candidates = ["stages", "last@sequential", *(f"last@{size}" for size in last_sizes), *(f"exit@{name}" for name in thresholds)]
     model.stage_seconds(timing_texts[:16])  # warm-up
+    sequential_seconds(request, last_tier, timing_texts[:16])
     for size in last_sizes:
         instances_per_second(last_tier, timing_texts[:64], size)
     stage_rounds: list[np.ndarray] = []
@@ -131,6 +146,8 @@ def measure_early_exit(model, last_tier, texts: Sequence, tuned_batch_size: int,
         for candidate in order:
             if candidate == "stages":
                 stage_rounds.append(model.stage_seconds(timing_texts))
+            elif candidate == "last@sequential":
+                seconds[candidate].append(sequential_seconds(request, last_tier, timing_texts))
             elif candidate.startswith("last@"):
                 seconds[candidate].append(1.0 / instances_per_second(last_tier, timing_texts, int(candidate[5:])))
             else:
@@ -140,12 +157,12 @@ def measure_early_exit(model, last_tier, texts: Sequence, tuned_batch_size: int,
         if progress is not None:
             progress(index, rounds)
     stages = np.asarray(stage_rounds)
-    last = {size: float(np.median(seconds[f"last@{size}"])) for size in last_sizes}
+    median = {c: float(np.median(v)) for c, v in seconds.items()}
     return {
         "stage_seconds": np.median(stages, axis=0).tolist(),
         "stage_total_range": [float(stages.sum(axis=1).min()), float(stages.sum(axis=1).max())],
-        "last_seconds": {"batch1": last[1], "tuned": last[tuned_batch_size]},
-        "measured_exit_seconds": {c[5:]: float(np.median(v)) for c, v in seconds.items() if c.startswith("exit@")},
+        "last_seconds": {"sequential": median["last@sequential"], "batch1": median["last@1"], "tuned": median[f"last@{tuned_batch_size}"]},
+        "measured_exit_seconds": {c[5:]: v for c, v in median.items() if c.startswith("exit@")},
         "rounds": rounds,
         "instances_per_pass": len(timing_texts),
     }

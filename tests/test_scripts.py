@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 
@@ -124,8 +125,12 @@ def test_build_cascade_distils_a_middle_tier_and_stacks_the_accurate_cascade(tmp
     kept = tmp_path / "kept.logits.npy"
     np.save(kept, np.load(work / "distill.logits.npy").astype(np.float16))
     (work / "distill.logits.sha256").replace(kept.with_suffix(".sha256"))
+    bare = shutil.copytree(last, tmp_path / "bare_base")  # a base model: same embeddings, no labels
+    config = json.loads((bare / "config.json").read_text())
+    del config["id2label"], config["label2id"]
+    (bare / "config.json").write_text(json.dumps(config))
     again = [a if a != str(work) else str(tmp_path / "work2") for a in command]
-    again[again.index("--tier2-model")] = "--base"
+    again[again.index("--tier2-model") : again.index("--tier2-model") + 2] = ["--base", str(bare)]
     result = subprocess.run(again + ["--teacher-logits", str(kept)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:] + (tmp_path / "work2" / "build.log").read_text()[-3000:]
     assert not list((tmp_path / "work2").glob("tier2_*")) and "adopted" in (tmp_path / "work2" / ".done-label").read_text()
@@ -134,6 +139,10 @@ def test_build_cascade_distils_a_middle_tier_and_stacks_the_accurate_cascade(tmp
     other[other.index("--per-sentence") + 1] = "2"
     refused = subprocess.run(other + ["--teacher-logits", str(kept)], capture_output=True, text=True)
     assert refused.returncode != 0 and "labels another corpus" in refused.stderr
+    for flags, message in ((["--accurate-output", str(accurate)], "needs --tier2-model"), ([], "needs --middle-base")):
+        plain = again[: again.index("--middle-base")] + again[again.index("--middle-base") + 2 :] if not flags else again
+        refused = subprocess.run(plain + flags + ["--teacher-logits", str(kept)], capture_output=True, text=True)
+        assert refused.returncode == 2 and message in refused.stderr
 
 
 def write_pair_task(folder, n_train=96, seed=0):
