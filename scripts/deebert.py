@@ -147,7 +147,7 @@ def export_stages(model, ramps: eem.Ramps, output: Path) -> list:
             converted = ov.convert_model(module, example_input=example, input=inputs)
         for port, (name, _, _) in zip(converted.inputs, inputs):
             port.get_tensor().set_names({name})
-        converted.outputs[0].get_tensor().set_names({"hidden_states"})
+        converted.outputs[0].get_tensor().set_names({"layer_output"})
         converted.outputs[1].get_tensor().set_names({"logits"})
         ov.save_model(converted, output / stage_file(index), compress_to_fp16=False)
         stages.append(converted)
@@ -167,7 +167,7 @@ def quantize_stages(stages: list, calibration: list[dict], output: Path) -> None
         quantized = nncf.quantize(stage, nncf.Dataset(inputs), model_type=nncf.ModelType.TRANSFORMER, subset_size=len(inputs))
         ov.save_model(quantized, output / stage_file(index), compress_to_fp16=False)
         outputs = [compiled(item) for item in inputs]
-        inputs = [{LATER_INPUTS[0]: out["hidden_states"], LATER_INPUTS[1]: item["attention_mask"]} for out, item in zip(outputs, inputs)]
+        inputs = [{LATER_INPUTS[0]: out[0], LATER_INPUTS[1]: item["attention_mask"]} for out, item in zip(outputs, inputs)]
         log.info("stage %d/%d quantized", index + 1, len(stages))
 
 

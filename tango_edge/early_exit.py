@@ -1,5 +1,5 @@
 """An early-exit model (DeeBERT, Xin et al. 2020), the baseline the cascade is compared with: one OpenVINO model
-per encoder layer, each returning the hidden states for the next and its off-ramp's logits. An input stops at
+per encoder layer, each returning the hidden states for the next (output 0) and its off-ramp's logits (output 1). An input stops at
 the first layer whose softmax entropy falls below the threshold, so the layers after it never run; as in the
 paper, inputs go one at a time (batch size 1: exits are per input).
 
@@ -70,7 +70,8 @@ class EarlyExitModel:
     def _run(self, index: int, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         request = self.requests[index]
         request.infer(inputs)
-        return request.get_tensor("hidden_states").data.copy(), request.get_tensor("logits").data.copy()
+        # By position: a later stage's input is also called hidden_states, and a name finds the input first.
+        return request.get_output_tensor(0).data.copy(), request.get_output_tensor(1).data.copy()
 
     def layer_logits(self, encoded: Sequence[Encoded], batch_size: int = 32) -> np.ndarray:
         """Every layer's off-ramp logits for every input, no exit: (layers, inputs, classes), input order."""

@@ -17,7 +17,8 @@ from tango_edge.cli import main
 from tango_edge.early_exit import EarlyExitModel, entropy
 from tango_edge.routing import early_exit_curve, exit_layers
 
-MAKERS = {"bert": lambda folder: tiny_models.make_bert(folder, seed=2), "mpnet": lambda folder: tiny_models.make_mpnet(folder, seed=4)}
+# Three layers: a middle stage both takes and returns hidden states (a name would find its input first).
+MAKERS = {"bert": lambda folder: tiny_models.make_bert(folder, seed=2, layers=3), "mpnet": lambda folder: tiny_models.make_mpnet(folder, seed=4, layers=3)}
 
 
 def run_deebert(model, task, output, *extra):
@@ -58,10 +59,10 @@ def test_every_stage_together_is_the_fine_tuned_classifier(fp32_early_exit, task
     texts = [line.split("\t")[0] for line in (task / "dev.tsv").read_text().splitlines()[1:]]
     early = EarlyExitModel(folder, max_length=128)
     layers = early.layer_logits(early.encoder.encode(texts), batch_size=8)
-    assert layers.shape == (2, len(texts), 2)
+    assert layers.shape == (3, len(texts), 2)
     np.testing.assert_allclose(layers[-1], classifier_logits(model_dir, texts), atol=1e-4)
     spec = json.loads((folder / "early_exit.json").read_text())
-    assert spec["stages"] == ["stage01.xml", "stage02.xml"] and len(spec["ramps"]) == 1
+    assert spec["stages"] == ["stage01.xml", "stage02.xml", "stage03.xml"] and len(spec["ramps"]) == 2
 
 
 def test_inputs_stop_at_the_first_layer_below_the_entropy_threshold(fp32_early_exit, task):
@@ -70,9 +71,9 @@ def test_inputs_stop_at_the_first_layer_below_the_entropy_threshold(fp32_early_e
     early = EarlyExitModel(folder, max_length=128)
     layers = early.layer_logits(early.encoder.encode(texts), batch_size=8)
     entropies = entropy(layers)
-    assert entropies.shape == (2, len(texts)) and (entropies >= 0).all() and (entropies <= np.log(2) + 1e-9).all()
+    assert entropies.shape == (3, len(texts)) and (entropies >= 0).all() and (entropies <= np.log(2) + 1e-9).all()
     never, always = early.predict(texts, 0.0), early.predict(texts, 10.0)
-    assert (never[1] == 2).all() and (never[0] == layers[-1].argmax(-1)).all()
+    assert (never[1] == 3).all() and (never[0] == layers[-1].argmax(-1)).all()
     assert (always[1] == 1).all() and (always[0] == layers[0].argmax(-1)).all()
     middle = float(np.median(entropies[0]))  # about half the inputs leave at layer 1
     classes, exits = early.predict(texts, middle)

@@ -42,8 +42,8 @@ def make_tokenizer(vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
 
 
-def make_bert(folder: Path, seed: int, vocab_size: int = 120, labels=LABELS, logit_scale: float = 1.0, init_range: float = 0.3) -> Path:
-    """A 2-layer, hidden-32 BERT classifier with random weights, saved in transformers format.
+def make_bert(folder: Path, seed: int, vocab_size: int = 120, labels=LABELS, logit_scale: float = 1.0, init_range: float = 0.3, layers: int = 2) -> Path:
+    """A 2-layer (or `layers`), hidden-32 BERT classifier with random weights, saved in transformers format.
 
     A wide init (0.3, not 0.02) makes the [CLS] state depend on the input, so confidences spread over
     (0.5, 1) and thresholds matter.
@@ -52,7 +52,7 @@ def make_bert(folder: Path, seed: int, vocab_size: int = 120, labels=LABELS, log
     from transformers import BertConfig, BertForSequenceClassification
 
     tokenizer = make_tokenizer(vocab_size)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, initializer_range=init_range, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64, max_position_embeddings=128, initializer_range=init_range, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     torch.manual_seed(seed)
     model = BertForSequenceClassification(config)
     with torch.no_grad():
@@ -104,13 +104,13 @@ def make_mpnet_tokenizer(vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="[UNK]", pad_token="<pad>", cls_token="<s>", sep_token="</s>", mask_token="<mask>", model_max_length=128)
 
 
-def make_mpnet(folder: Path, seed: int, vocab_size: int = 120, labels=LABELS) -> Path:
-    """A 2-layer, hidden-32 MPNet classifier with random weights (no token_type_ids input), saved in transformers format."""
+def make_mpnet(folder: Path, seed: int, vocab_size: int = 120, labels=LABELS, layers: int = 2) -> Path:
+    """A 2-layer (or `layers`), hidden-32 MPNet classifier with random weights (no token_type_ids input), saved in transformers format."""
     import torch
     from transformers import MPNetConfig, MPNetForSequenceClassification
 
     tokenizer = make_mpnet_tokenizer(vocab_size)
-    config = MPNetConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, max_position_embeddings=130, initializer_range=0.3, pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    config = MPNetConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=64, max_position_embeddings=130, initializer_range=0.3, pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2, num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
     torch.manual_seed(seed)
     MPNetForSequenceClassification(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
