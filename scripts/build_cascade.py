@@ -225,14 +225,12 @@ def main(argv=None):
 def labelled_tokenizer(model: Path, labels: list[str], folder: Path) -> Path:
     """The last tier's tokenizer and labels for the students when no last tier is exported here: the base's
     tokenizer files and its config.json with the task's labels (a base model has none)."""
-    from export import TOKENIZER_FILES
+    from export import copy_tokenizer_files
 
     if not model.is_dir():
         raise SystemExit(f"error: {model} is not a local folder; --teacher-logits needs the base on disk (a folder or a fetch_base.py name)")
     folder.mkdir(parents=True, exist_ok=True)
-    for name in TOKENIZER_FILES:
-        if (model / name).exists():
-            shutil.copy(model / name, folder / name)
+    copy_tokenizer_files(model, folder)
     config = json.loads((model / "config.json").read_text(encoding="utf-8"))
     config["id2label"], config["label2id"] = {str(i): name for i, name in enumerate(labels)}, {name: i for i, name in enumerate(labels)}
     (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")

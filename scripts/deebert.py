@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import time
 from pathlib import Path
 
@@ -30,7 +29,7 @@ import _common
 import early_exit_model as eem
 import train_tier2
 from _common import log
-from export import TOKENIZER_FILES
+from export import copy_tokenizer_files
 
 from tango_edge.data import read_tsv
 from tango_edge.early_exit import EARLY_EXIT_FILE, FIRST_INPUTS, LATER_INPUTS, stage_file
@@ -56,22 +55,18 @@ def parse_args(argv=None):
 
 
 def encode_rows(tokenizer, model, texts: list, max_length: int) -> list[tuple[list[int], list[int] | None]]:
+    """(ids, token type ids) per text; type ids (zeros for single texts) only for a model that takes them, whose
+    first stage declares that input."""
     ids, types = train_tier2.encode(tokenizer, texts, max_length, with_types=eem.takes_token_types(model))
+    if types is None and eem.takes_token_types(model):
+        types = [[0] * len(row) for row in ids]
     return list(zip(ids, types if types is not None else [None] * len(ids)))
 
 
-def padded(rows, pad_id: int, with_types: bool) -> dict:
-    """A right-padded batch of (ids, type ids) rows as torch tensors (token types: zeros for single texts)."""
-    width = max(len(ids) for ids, _ in rows)
-    batch = {"input_ids": torch.full((len(rows), width), pad_id, dtype=torch.long), "attention_mask": torch.zeros((len(rows), width), dtype=torch.long)}
-    if with_types:
-        batch["token_type_ids"] = torch.zeros((len(rows), width), dtype=torch.long)
-    for r, (ids, types) in enumerate(rows):
-        batch["input_ids"][r, : len(ids)] = torch.tensor(ids)
-        batch["attention_mask"][r, : len(ids)] = 1
-        if types is not None:
-            batch["token_type_ids"][r, : len(ids)] = torch.tensor(types)
-    return batch
+def padded(rows, pad_id: int) -> dict:
+    """A batch of (ids, type ids) rows as the model's keyword inputs, right-padded like the runtime pads."""
+    ids, types = zip(*rows)
+    return _common.model_inputs(torch, list(ids), pad_id, None if types[0] is None else list(types))
 
 
 @torch.inference_mode()
@@ -81,7 +76,7 @@ def layer_features(model, rows, pad_id: int, batch_size: int = 64) -> np.ndarray
     out = np.empty((eem.num_layers(model), len(rows), model.config.hidden_size), dtype=np.float32)
     for start in range(0, len(order), batch_size):
         index = order[start : start + batch_size]
-        batch = padded([rows[i] for i in index], pad_id, eem.takes_token_types(model))
+        batch = padded([rows[i] for i in index], pad_id)
         states = eem.layer_states(model, batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
         for layer, hidden in enumerate(states):
             out[layer, index] = eem.pooled(model, hidden, batch["attention_mask"]).numpy()
@@ -195,11 +190,9 @@ def main(argv=None):
 
     stages = export_stages(model, ramps, output)
     if args.precision == "int8":
-        calibration = [{k: v.numpy() for k, v in padded([row], tokenizer.pad_token_id, eem.takes_token_types(model)).items()} for row in train_rows[: args.calibration_size]]
+        calibration = [{k: v.numpy() for k, v in padded([row], tokenizer.pad_token_id).items()} for row in train_rows[: args.calibration_size]]
         quantize_stages(stages, calibration, output)
-    for name in TOKENIZER_FILES:
-        if (Path(args.model) / name).exists():
-            shutil.copy(Path(args.model) / name, output / name)
+    copy_tokenizer_files(Path(args.model), output)
     model.config.save_pretrained(output)
     spec = {"version": 1, "stages": [stage_file(i) for i in range(len(stages))], "precision": args.precision, "source": str(args.model), "ramps": ramp_report, "recipe": {k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "seed", "max_train", "max_length", "calibration_size")}}
     (output / EARLY_EXIT_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")

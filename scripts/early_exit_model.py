@@ -2,8 +2,8 @@
 layer, and the model cut into one stage per layer so that in OpenVINO an input really stops at its exit layer.
 
 Stage 1 is the embeddings, layer 1 and off-ramp 1 (inputs `input_ids`, `attention_mask`, and `token_type_ids`
-for BERT); stage k is layer k and off-ramp k (inputs `hidden_states`, `attention_mask`). Every stage returns
-`hidden_states` and `logits`. The last stage's off-ramp is the model's own head, so running every stage is the
+for BERT); stage k is layer k and off-ramp k (inputs `hidden_states`, `attention_mask`). Every stage returns the
+layer's output (`layer_output`, the next stage's `hidden_states`) and `logits`, in that order. The last stage's off-ramp is the model's own head, so running every stage is the
 fine-tuned classifier itself (DeeBERT's first training stage); the other off-ramps are trained afterwards on the
 frozen model (its second stage, `train_ramps`).
 

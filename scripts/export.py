@@ -58,13 +58,17 @@ def export_student(checkpoint: str | Path, output: str | Path) -> Path:
     ov.save_model(ov_model, output / "openvino_model.xml", compress_to_fp16=False)
     config = {"model_type": f"tango-student-{meta['arch']}", "id2label": {str(i): n for i, n in enumerate(meta["labels"])}, "label2id": {n: i for i, n in enumerate(meta["labels"])}, "student": meta}
     (output / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    tokenizer_dir = Path(meta["tokenizer_dir"])
-    for name in TOKENIZER_FILES:
-        if (tokenizer_dir / name).exists():
-            shutil.copy(tokenizer_dir / name, output / name)
+    copy_tokenizer_files(Path(meta["tokenizer_dir"]), output)
     export_tokenizer(output)
     log.info("exported student %s (%s) -> %s", checkpoint, meta["arch"], output)
     return output
+
+
+def copy_tokenizer_files(source: Path, folder: Path) -> None:
+    """The tokenizer files (TOKENIZER_FILES) that `source` has, copied into `folder`."""
+    for name in TOKENIZER_FILES:
+        if (source / name).exists():
+            shutil.copy(source / name, folder / name)
 
 
 def export_tokenizer(folder: str | Path) -> Path:

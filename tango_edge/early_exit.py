@@ -67,11 +67,17 @@ class EarlyExitModel:
         arrays = pad_batch(batch, self.encoder.pad_id)
         return {name: arrays[name] for name in self.first_inputs}
 
-    def _run(self, index: int, inputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        request = self.requests[index]
-        request.infer(inputs)
-        # By position: a later stage's input is also called hidden_states, and a name finds the input first.
-        return request.get_output_tensor(0).data.copy(), request.get_output_tensor(1).data.copy()
+    def _layers(self, batch: list[Encoded]):
+        """Run the stages in order on one batch, yielding (layer index, its logits) after each; the caller stops
+        the walk by not asking for the next layer."""
+        inputs = self._first(batch)
+        mask = inputs["attention_mask"]
+        for index, request in enumerate(self.requests):
+            request.infer(inputs)
+            # By position: a later stage's input is also called hidden_states, and a name finds the input first.
+            hidden, logits = request.get_output_tensor(0).data.copy(), request.get_output_tensor(1).data.copy()
+            yield index, logits
+            inputs = {LATER_INPUTS[0]: hidden, LATER_INPUTS[1]: mask}
 
     def layer_logits(self, encoded: Sequence[Encoded], batch_size: int = 32) -> np.ndarray:
         """Every layer's off-ramp logits for every input, no exit: (layers, inputs, classes), input order."""
@@ -79,23 +85,15 @@ class EarlyExitModel:
         out = np.empty((self.num_layers, len(encoded), len(self.labels)), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            inputs = self._first([encoded[i] for i in rows])
-            mask = inputs["attention_mask"]
-            for index in range(self.num_layers):
-                hidden, logits = self._run(index, inputs)
+            for index, logits in self._layers([encoded[i] for i in rows]):
                 out[index, rows] = logits
-                inputs = {LATER_INPUTS[0]: hidden, LATER_INPUTS[1]: mask}
         return out
 
     def classify(self, encoded: Encoded, threshold: float) -> tuple[int, int]:
         """One input, stopping at the first layer whose entropy is below `threshold`: (class, exit layer 1..L)."""
-        inputs = self._first([encoded])
-        mask = inputs["attention_mask"]
-        for index in range(self.num_layers):
-            hidden, logits = self._run(index, inputs)
+        for index, logits in self._layers([encoded]):
             if index == self.num_layers - 1 or entropy(logits[0]) < threshold:
                 return int(logits[0].argmax()), index + 1
-            inputs = {LATER_INPUTS[0]: hidden, LATER_INPUTS[1]: mask}
         raise AssertionError("unreachable: the last layer always answers")
 
     def predict(self, texts: Sequence, threshold: float) -> tuple[np.ndarray, np.ndarray]:
@@ -112,11 +110,7 @@ class EarlyExitModel:
         spent[0] = time.perf_counter() - started
         for one in encoded:
             started = time.perf_counter()
-            inputs = self._first([one])
-            mask = inputs["attention_mask"]
-            for index in range(self.num_layers):
-                hidden, _ = self._run(index, inputs)
-                inputs = {LATER_INPUTS[0]: hidden, LATER_INPUTS[1]: mask}
+            for index, _ in self._layers([one]):
                 now = time.perf_counter()
                 spent[index] += now - started
                 started = now
