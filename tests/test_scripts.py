@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import shutil
@@ -138,7 +139,27 @@ def test_build_cascade_distils_a_middle_tier_and_stacks_the_accurate_cascade(tmp
     other = [a if a != str(tmp_path / "work2") else str(tmp_path / "work3") for a in again]
     other[other.index("--per-sentence") + 1] = "2"
     refused = subprocess.run(other + ["--teacher-logits", str(kept)], capture_output=True, text=True)
-    assert refused.returncode != 0 and "labels another corpus" in refused.stderr
+    assert refused.returncode != 0 and "labels other texts" in refused.stderr
+
+    # Kept logits on the training rows only: the middle tier learns from them, then labels the corpus itself and
+    # the first tier learns from it.
+    rows = len((data / "train.tsv").read_text().splitlines()) - 1
+    phrases = tmp_path / "phrases.logits.npy"
+    np.save(phrases, np.load(work / "distill.logits.npy")[:rows].astype(np.float16))
+    phrase_lines = "".join((work / "distill.txt").read_text().splitlines(keepends=True)[:rows])
+    phrases.with_suffix(".sha256").write_text(hashlib.sha256(phrase_lines.encode()).hexdigest() + "  train_phrases.txt\n")
+    work4 = tmp_path / "work4"
+    taught = [a if a != str(tmp_path / "work2") else str(work4) for a in again]
+    result = subprocess.run(taught + ["--teacher-logits", str(phrases)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:] + (work4 / "build.log").read_text()[-3000:]
+    assert not list(work4.glob("tier2_*")) and (work4 / ".done-label").read_text()[:2] == "20"  # labelled, not adopted
+    assert json.loads((work4 / "middle_torch" / "result.json").read_text())["recipe"]["extra_sentences"] == rows
+    assert f"--model {work4 / 'middle_int8'} --texts {work4 / 'distill.txt'}" in (work4 / "build.log").read_text()
+    assert np.load(work4 / "distill.logits.npy").shape == (len((work4 / "distill.txt").read_text().splitlines()), 2)
+    card = (compact / "README.md").read_text()
+    assert "training phrases again, labelled by an earlier build's last tier" in card and "all labelled by the second tier" in card
+    with Cascade.from_dir(compact) as cascade:
+        assert {p.tier for p in cascade.predict(["the film was great", "a dull story"])} <= {1, 2}
     for flags, message in ((["--accurate-output", str(accurate)], "needs --tier2-model"), ([], "needs --middle-base")):
         plain = again[: again.index("--middle-base")] + again[again.index("--middle-base") + 2 :] if not flags else again
         refused = subprocess.run(plain + flags + ["--teacher-logits", str(kept)], capture_output=True, text=True)
