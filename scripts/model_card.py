@@ -18,7 +18,8 @@ from train_tier2 import DEFAULTS as TIER2_DEFAULTS
 from tango_edge.config import CascadeConfig
 
 MIDDLE = "middle"  # build_cascade.py's prefix for a middle tier distilled from the last
-PHRASE_LOGITS = "train_phrases.logits.npy"  # build_cascade.py's copy of kept last-tier logits on the training rows only: the middle tier learns from them and labels the corpus
+PHRASES = "train_phrases.txt"  # build_cascade.py's training rows, one per line: the corpus starts with them
+PHRASE_LOGITS = "train_phrases.logits.npy"  # its copy of kept last-tier logits on the training rows only
 MINILM = "minilm"  # build_cascade.py --middle-base's name for train_tier2.py's default base, all-MiniLM-L6-v2
 
 STUDENT_NAMES = {
@@ -50,6 +51,7 @@ def main(argv=None):
     p.add_argument("--tier1", required=True)
     p.add_argument("--tier2", default="tier2", help="prefix of the shipped second tier's folders in --work")
     p.add_argument("--data", default="../shared/data/sst2")
+    p.add_argument("--phrase-labels", action="store_true", help="the last tier's kept logits on the training rows taught the middle tier, which labelled the corpus (build_cascade.py --teacher-logits on train_phrases.txt)")
     p.add_argument("--build-flags", default="", help="the build_cascade.py flags of the build (its non-default ones), for the rebuild command")
     args = p.parse_args(argv)
     work, models = args.work, args.models
@@ -62,8 +64,7 @@ def main(argv=None):
     q2 = load(work / f"{args.tier2}_int8" / "quantize.json") or {}
     first = (load(work / "tier2_torch" / "result.json") or {}) if args.tier2 != "tier2" else None  # the labelling run
     teacher = load(work / "tier2_int8" / "quantize.json") or {} if args.tier2 == MIDDLE else None
-    phrase_labels = (work / PHRASE_LOGITS).exists()  # the middle tier labelled the corpus
-    if phrase_labels:
+    if args.phrase_labels:
         labeller = "the second tier"
     elif flag_value(args.build_flags, "--teacher-logits"):
         labeller = "an earlier build's last tier (its corpus logits kept: `--teacher-logits`)"
@@ -84,7 +85,7 @@ def main(argv=None):
         "",
         "Binary sentiment (`negative`, `positive`) on English sentences: a distilled first tier answers the inputs it is",
         "confident about and defers the rest to a fine-tuned second tier. Both tiers are INT8 OpenVINO IR.",
-        "The first tier reads the last tier's WordPiece ids (the tier it was distilled from); the second tier tokenizes the inputs that reach it itself." if teacher is not None and not phrase_labels else "Both share one WordPiece tokenizer (inputs are tokenized once).",
+        "The first tier reads the last tier's WordPiece ids (the tier it was distilled from); the second tier tokenizes the inputs that reach it itself." if teacher is not None and not args.phrase_labels else "Both share one WordPiece tokenizer (inputs are tokenized once).",
         "",
         "## Rebuild",
         "",
@@ -100,7 +101,7 @@ def main(argv=None):
         "",
         f"- **Base model**: {base_text(args.build_flags, middle=teacher is not None)}",
         f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
-        f"- **Second tier**: {supplied_text(args.build_flags)}" if not trained and flag_value(args.build_flags, "--tier2-model") else f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first, teacher, phrase_labels)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
+        f"- **Second tier**: {supplied_text(args.build_flags)}" if not trained and flag_value(args.build_flags, "--tier2-model") else f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first, teacher, args.phrase_labels)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
         f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits {labeller}'s logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row, since inputs are sentences and most training rows short phrases), all labelled by {labeller} (INT8) running in OpenVINO. Reads {labeller}'s WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from {labeller}'s, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {first_tier.temperature:.4g}.",
         "",

@@ -152,12 +152,15 @@ def test_build_cascade_distils_a_middle_tier_and_stacks_the_accurate_cascade(tmp
     taught = [a if a != str(tmp_path / "work2") else str(work4) for a in again]
     result = subprocess.run(taught + ["--teacher-logits", str(phrases)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:] + (work4 / "build.log").read_text()[-3000:]
-    assert not list(work4.glob("tier2_*")) and (work4 / ".done-label").read_text()[:2] == "20"  # labelled, not adopted
+    assert not list(work4.glob("tier2_*")) and "adopted" not in (work4 / ".done-label").read_text()
     assert json.loads((work4 / "middle_torch" / "result.json").read_text())["recipe"]["extra_sentences"] == rows
-    assert f"--model {work4 / 'middle_int8'} --texts {work4 / 'distill.txt'}" in (work4 / "build.log").read_text()
+    log = (work4 / "build.log").read_text()
+    assert f"--model {work4 / 'middle_int8'} --texts {work4 / 'distill.txt'}" in log and f"--embeddings {middle_base} " in log
+    assert f"--tokenizer {work4 / 'middle_int8'} --init-embeddings {middle_base} " in log
     assert np.load(work4 / "distill.logits.npy").shape == (len((work4 / "distill.txt").read_text().splitlines()), 2)
     card = (compact / "README.md").read_text()
     assert "training phrases again, labelled by an earlier build's last tier" in card and "all labelled by the second tier" in card
+    assert (compact / "tier1" / "tokenizer.json").read_bytes() == (compact / "tier2" / "tokenizer.json").read_bytes()  # tokenized once
     with Cascade.from_dir(compact) as cascade:
         assert {p.tier for p in cascade.predict(["the film was great", "a dull story"])} <= {1, 2}
     for flags, message in ((["--accurate-output", str(accurate)], "needs --tier2-model"), ([], "needs --middle-base")):
