@@ -333,7 +333,7 @@ def tune_cascade_streams(directory: Path, settings: dict, thresholds: Sequence[f
     Timed alone, a later tier runs as fast on one stream (each request on every core) as on one per core;
     inside the cascade, the first tier's requests take cores from it mid-inference and a one-stream tier waits
     for its slowest thread (this stage on the shipped SST-2 cascade: 2486/s on one stream, 2824/s on two;
-    docs/sst2/autotune.txt). The tier's own choice stays unless another is more than the tolerance faster.
+    docs/sst2/v1/autotune.txt). The tier's own choice stays unless another is more than the tolerance faster.
     """
     from .cascade import Cascade
 

@@ -169,7 +169,7 @@ def native_wordpiece(spec_json: dict, spec: TokenizerSpec):
     That covers BERT uncased and MPNet (the same vocabulary behind four added tokens, <s> text </s>). It
     tokenizes plain-ASCII texts with the same ids, and refuses the rest, which the full tokenizer then takes.
     With it, tier 1 alone ran at 13,217/s against 10,238/s on the OpenVINO tokenizer in one run of
-    scripts/bench_engine.py on SST-2 dev here (docs/sst2/bench_engine.txt).
+    scripts/bench_engine.py on SST-2 dev here (docs/sst2/v1/bench_engine.txt).
     """
     from ._native import WordPiece
 
