@@ -37,7 +37,7 @@ import _common
 import sequence_classifier
 import train_tier2
 from _common import log
-from model_card import MIDDLE, MINILM, PHRASE_LOGITS, PHRASES
+from model_card import MIDDLE, MINILM, PHRASE_LOGITS, PHRASES, STUDENT_NAMES, transformer_student_layers
 
 from tango_edge.metrics import METRICS
 
@@ -57,7 +57,7 @@ def parse_args(argv=None):
     p.add_argument("--holdout", type=int, default=0, help="hold out this many training rows as the dev set (a task without a dev file, like MRPC: GLUE holds out 408); --dev-file is then not read")
     p.add_argument("--work", required=True, help="folder for intermediate results and stage markers")
     p.add_argument("--output", required=True, help="the cascade folder to write")
-    p.add_argument("--archs", default="cnn,cnn2,cnn3,cnn4,bow,bilstm", help="first-tier candidates to distil and compare")
+    p.add_argument("--archs", default="cnn,cnn2,cnn3,cnn4,bow,bilstm", help="first-tier candidates to distil and compare: students.py's, or minilmN (all-MiniLM-L6-v2's first N layers, N 1-5, trained by train_tier2.py on the gold labels and the labelled corpus)")
     p.add_argument("--tier1", default="auto", help="first tier to ship: auto (best cascade speedup at 99%%) or an arch name")
     p.add_argument("--tier2-epochs", default="3")
     p.add_argument("--tier2-seed", default=str(train_tier2.DEFAULTS["seed"]), help="seeds tier 2's head and batch order (train_tier2.py --seed)")
@@ -87,6 +87,11 @@ def parse_args(argv=None):
     # (the card names them).
     unnamed = {"data", "work", "output", "stop_after"}
     args.rebuild_flags = "".join(f" --{dest.replace('_', '-')} {shlex.quote(str(value))}" for dest, value in vars(args).items() if dest not in unnamed and value != p.get_default(dest))
+    unknown = [a for a in args.archs.split(",") if a not in STUDENT_NAMES and not transformer_student_layers(a)]
+    if unknown:
+        p.error(f"--archs: unknown first tier {', '.join(unknown)}; choose from {', '.join(STUDENT_NAMES)} or minilm1-minilm5")
+    if args.tier1 != "auto" and args.tier1 not in args.archs.split(","):
+        p.error(f"--tier1 {args.tier1} is not among --archs")
     if args.tier2_model and float(args.self_distill) > 0:
         p.error("--self-distill retrains tier 2 here; it does not go with --tier2-model")
     if args.middle_base and float(args.self_distill) > 0:
@@ -230,7 +235,12 @@ def main(argv=None):
     # The students need only the labelled corpus: they run before the (longer) transformer runs that also read it.
     archs = args.archs.split(",")
     epochs = ["--epochs", args.student_epochs] if args.student_epochs else []
+    corpus_labels = ["--extra-texts", str(corpus), "--extra-logits", str(logits)]
     for arch in archs:
+        layers = transformer_student_layers(arch)
+        if layers:  # a truncated MiniLM learns like a transformer tier: gold labels plus the labelled corpus
+            stages.run(f"tier1-{arch}", *tier2_commands(f"tier1_{arch}", "--num-layers", str(layers), *epochs, *corpus_labels, "--extra-ratio", "1", base_flags=[], tuning_flags=[]))
+            continue
         stages.run(
             f"tier1-{arch}",
             py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, *columns, "--tokenizer", str(student_tokenizer), "--init-embeddings", str(labeller_model), "--output", str(work / f"tier1_{arch}"), *epochs],
@@ -238,7 +248,6 @@ def main(argv=None):
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, *columns, "--max-drop", args.max_drop, "--output", str(work / f"tier1_{arch}_int8")],
         )
     tier2 = "tier2"  # prefix of the folders in work of the tier that --output ships after the first
-    corpus_labels = ["--extra-texts", str(corpus), "--extra-logits", str(logits)]
     if float(args.self_distill) > 0:
         tier2 = "tier2sd"
         stages.run("tier2-self-distill", *tier2_commands(tier2, "--epochs", args.self_distill_epochs, *corpus_labels, "--extra-ratio", args.self_distill))

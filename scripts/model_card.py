@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -21,6 +22,22 @@ MIDDLE = "middle"  # build_cascade.py's prefix for a middle tier distilled from 
 PHRASES = "train_phrases.txt"  # build_cascade.py's training rows, one per line: the corpus starts with them
 PHRASE_LOGITS = "train_phrases.logits.npy"  # its copy of kept last-tier logits on the training rows only
 MINILM = "minilm"  # build_cascade.py --middle-base's name for train_tier2.py's default base, all-MiniLM-L6-v2
+
+TRANSFORMER_STUDENT = re.compile(r"minilm([1-5])")  # first-tier candidate minilmN: all-MiniLM-L6-v2's first N layers
+
+
+def transformer_student_layers(arch: str) -> int | None:
+    """N for a transformer first-tier candidate `minilmN` (trained by train_tier2.py, not distill_tier1.py)."""
+    match = TRANSFORMER_STUDENT.fullmatch(arch)
+    return int(match.group(1)) if match else None
+
+
+def student_name(arch: str) -> str:
+    layers = transformer_student_layers(arch)
+    if layers:
+        return f"all-MiniLM-L6-v2's first {layers} layer{'s' if layers > 1 else ''} (a transformer, hidden 384)"
+    return STUDENT_NAMES.get(arch, arch)
+
 
 STUDENT_NAMES = {
     "cnn": "1-D CNN (Kim 2014 style: 256 filters over 5-token windows, max-pool)",
@@ -71,13 +88,11 @@ def main(argv=None):
     else:
         labeller = "the accurate cascade's last tier" if teacher is not None else "the first tier-2 run" if first is not None else "tier 2"
     q1 = load(work / f"tier1_{args.tier1}_int8" / "quantize.json") or {}
-    student = load(work / f"tier1_{args.tier1}" / "result.json") or {}
     compare = load(work / "compare.json") or {}
     calib = load(work / "calibrate.json") or {}
     first_tier = CascadeConfig.load(models).tiers[0]
     corpus = sum(1 for _ in open(work / "distill.txt", encoding="utf-8")) if (work / "distill.txt").exists() else None
     augment = load(work / "augmented.json") or {"sentences": None, "per_long_sentence": "?", "long_words": 10, "per_sentence": "?"}
-    augmented = augment["sentences"]
     chosen = calib.get("chosen", {})
 
     lines = [
@@ -102,7 +117,7 @@ def main(argv=None):
         f"- **Base model**: {base_text(args.build_flags, middle=teacher is not None)}",
         f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
         f"- **Second tier**: {supplied_text(args.build_flags)}" if not trained and flag_value(args.build_flags, "--tier2-model") else f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first, teacher, args.phrase_labels)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
-        f"- **First tier**: {STUDENT_NAMES.get(args.tier1, args.tier1)}, `scripts/distill_tier1.py`: fits {labeller}'s logits (MSE, Tang et al. 2019) on {corpus or '?'} sentences: the training phrases plus {augmented or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row, since inputs are sentences and most training rows short phrases), all labelled by {labeller} (INT8) running in OpenVINO. Reads {labeller}'s WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')}) start from {labeller}'s, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`).",
+        f"- **First tier**: {first_tier_text(args.tier1, work, labeller, corpus, augment, q1)}",
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {first_tier.temperature:.4g}.",
         "",
         "## Dev accuracy (SST-2 dev, 872 sentences)",
@@ -133,7 +148,7 @@ def main(argv=None):
         ]
         for arch, r in compare["students"].items():
             speed = "n/a" if r["speedup_at_target"] is None else f"{r['speedup_at_target']:.2f}x"
-            lines.append(f"| {STUDENT_NAMES.get(arch, arch)} | {pct(r['dev_accuracy_fp32'])} | {pct(r['dev_accuracy_int8'])} | {r['size_mb']} MB | {r['throughput_per_s']:.0f} | {r['vs_tier2']:.1f}x | {pct(r['deferral_at_target'])} | {speed} |")
+            lines.append(f"| {student_name(arch)} | {pct(r['dev_accuracy_fp32'])} | {pct(r['dev_accuracy_int8'])} | {r['size_mb']} MB | {r['throughput_per_s']:.0f} | {r['vs_tier2']:.1f}x | {pct(r['deferral_at_target'])} | {speed} |")
         lines += ["", f"Shipped: **{args.tier1}**. Reproduce: `python scripts/compare_tier1.py --work {work}{'' if args.tier2 == 'tier2' else ' --tier2 ' + args.tier2} --dev {args.data}/dev.tsv` (after a build).", ""]
     lines += [
         "## Files",
@@ -146,6 +161,32 @@ def main(argv=None):
     ]
     (models / "README.md").write_text("\n".join(lines), encoding="utf-8")
     print(f"wrote {models / 'README.md'}")
+
+
+def first_tier_text(arch: str, work: Path, labeller: str, corpus: int | None, augment: dict, q1: dict) -> str:
+    """How the shipped first tier was made: distilled by distill_tier1.py, or a truncated transformer trained by
+    train_tier2.py on the gold labels and the same labelled corpus."""
+    corpus_text = (
+        f"{corpus or '?'} sentences: the training phrases plus {augment['sentences'] or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word"
+        f" replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row,"
+        f" since inputs are sentences and most training rows short phrases), all labelled by {labeller} (INT8) running in OpenVINO"
+    )
+    layers = transformer_student_layers(arch)
+    if layers:
+        trained = load(work / f"tier1_{arch}_torch" / "result.json") or {}
+        recipe = trained.get("recipe", {})
+        return (
+            f"{student_name(arch)}, `scripts/train_tier2.py --num-layers {layers}`: {trained.get('steps', '?')} steps, {recipe.get('epochs', float('nan')):g} epochs of the gold labels"
+            f" with {recipe.get('extra_sentences', '?')} sentences of the corpus ({corpus_text}) mixed in at {recipe.get('extra_ratio', float('nan')):g} batches per labelled batch,"
+            f" fitted by soft cross-entropy; lr {recipe.get('lr', float('nan')):g}, weight average evaluated on dev every 300 steps, the best kept. Exported with optimum-intel,"
+            f" INT8 with NNCF (kept: `{q1.get('kept', '?')}`)."
+        )
+    student = load(work / f"tier1_{arch}" / "result.json") or {}
+    return (
+        f"{student_name(arch)}, `scripts/distill_tier1.py`: fits {labeller}'s logits (MSE, Tang et al. 2019) on {corpus_text}."
+        f" Reads {labeller}'s WordPiece ids through an in-graph remap to the {student.get('vocab', '?')} ids its corpus uses; embeddings (dim {student.get('dim', '?')})"
+        f" start from {labeller}'s, reduced by PCA. {student_schedule(student)} INT8 with NNCF (kept: `{q1.get('kept', '?')}`)."
+    )
 
 
 def self_distill_text(recipe: dict, first: dict | None, teacher: dict | None = None, phrase_labels: bool = False) -> str:

@@ -64,6 +64,7 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=float, default=0.06, help="fraction of steps")
     p.add_argument("--max-length", type=int, default=MAX_LENGTH)
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training rows")
+    p.add_argument("--num-layers", type=int, default=None, help="keep only the base's first N transformer layers (a smaller, faster tier: a transformer first tier)")
     p.add_argument("--train-embeddings", action="store_true", help="also train the word embeddings (slower)")
     p.add_argument("--pooling", choices=sequence_classifier.POOLINGS, default=DEFAULTS["pooling"], help="what the head reads: the [CLS] token or the mean of the token vectors (see sequence_classifier.py)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average evaluated and saved (0: raw weights)")
@@ -186,7 +187,8 @@ def main(argv=None):
     log.info("base %s, %d train / %d dev rows, labels %s, precision %s", base, len(train.texts), len(dev.texts), names, args.precision)
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
-    model = sequence_classifier.create(base, args.pooling, num_labels=num_labels, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)})
+    truncate = {"num_hidden_layers": args.num_layers} if args.num_layers else {}  # from_pretrained then loads the first N layers
+    model = sequence_classifier.create(base, args.pooling, num_labels=num_labels, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}, **truncate)
     if not args.train_embeddings:
         model.get_input_embeddings().weight.requires_grad_(False)
     with_types = takes_token_types(model)
@@ -297,7 +299,7 @@ def main(argv=None):
         log.info("stopped at step %d/%d as asked; rerun the same command to resume", step, total_steps)
         print(json.dumps({"stopped_at_step": step, "total_steps": total_steps}))
         return
-    recipe = {"lr": args.lr, "layer_decay": args.layer_decay, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "rdrop": args.rdrop, "precision": args.precision, "seed": args.seed, "data_seed": args.data_seed, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
+    recipe = {"lr": args.lr, "layer_decay": args.layer_decay, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "rdrop": args.rdrop, "num_layers": model.config.num_hidden_layers, "precision": args.precision, "seed": args.seed, "data_seed": args.data_seed, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
     (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
     state_path.unlink(missing_ok=True)  # finished: the best model is in best/
     log.info("done: best dev accuracy %.4f, model in %s", best, best_dir)

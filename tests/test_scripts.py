@@ -46,7 +46,7 @@ def test_build_cascade_end_to_end(tmp_path):
     base = tiny_models.make_bert(tmp_path / "base", seed=3)
     data = write_task(tmp_path / "data")
     work, output = tmp_path / "work", tmp_path / "cascade"
-    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--base", str(base), "--archs", "cnn,bow", "--tier2-epochs", "2", "--student-epochs", "2", "--per-sentence", "2", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9", "--self-distill", "0.5", "--tier2-pooling", "mean", "--tier2-seed", "5", "--tier2-lr", "1e-4", "--tier2-layer-decay", "0.8", "--tier2-rdrop", "0.5"]
+    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--base", str(base), "--archs", "cnn,bow,minilm1", "--tier2-epochs", "2", "--student-epochs", "2", "--per-sentence", "2", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9", "--self-distill", "0.5", "--tier2-pooling", "mean", "--tier2-seed", "5", "--tier2-lr", "1e-4", "--tier2-layer-decay", "0.8", "--tier2-rdrop", "0.5"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:] + (work / "build.log").read_text()[-3000:]
 
@@ -54,7 +54,15 @@ def test_build_cascade_end_to_end(tmp_path):
         assert (output / name / "openvino_model.xml").exists() and (output / name / "quantize.json").exists()
         assert (output / name / "openvino_tokenizer.xml").exists()  # export converts the tokenizer too
     compare = json.loads((work / "compare.json").read_text())
-    assert set(compare["students"]) == {"cnn", "bow"} and compare["best"] in {"cnn", "bow"}
+    assert set(compare["students"]) == {"cnn", "bow", "minilm1"} and compare["best"] in {"cnn", "bow", "minilm1"}
+    # The transformer candidate: MiniLM's first layer, trained on the gold labels and the labelled corpus.
+    truncated = json.loads((work / "tier1_minilm1_torch" / "result.json").read_text())
+    assert truncated["recipe"]["num_layers"] == 1 and truncated["recipe"]["extra_sentences"] > 0
+    import model_card
+
+    augment = json.loads((work / "augmented.json").read_text())
+    text = model_card.first_tier_text("minilm1", work, "tier 2", 100, augment, {"kept": "ptq"})
+    assert text.startswith("all-MiniLM-L6-v2's first 1 layer") and "--num-layers 1" in text and f"{truncated['steps']} steps" in text
     card = (output / "README.md").read_text()
     assert "build_cascade.py" in card and "First-tier candidates" in card
     assert "Self-distilled" in card and "--self-distill 0.5" in card
@@ -293,6 +301,23 @@ def test_train_tier2_self_distillation_mixes_in_extra_batches(tmp_path):
     assert result["steps"] == 8 + 4
     assert (out / "best" / "config.json").exists()
 
+
+
+def test_train_tier2_keeps_the_first_layers_when_asked(tmp_path):
+    """--num-layers N: a smaller transformer (a first-tier candidate) keeps the base's first N layers' weights."""
+    import torch
+
+    import sequence_classifier
+    import train_tier2
+
+    base = tiny_models.make_bert(tmp_path / "base", seed=3, layers=3)
+    data = write_task(tmp_path / "data", n_train=16, n_dev=8)
+    out = tmp_path / "tier"
+    train_tier2.main(["--train", str(data / "train.tsv"), "--dev", str(data / "dev.tsv"), "--base", str(base), "--output", str(out), "--epochs", "1", "--batch-size", "8", "--num-layers", "1", "--lr", "0"])
+    model, full = sequence_classifier.load(str(out / "best")), sequence_classifier.create(str(base))
+    assert model.config.num_hidden_layers == 1 and len(model.bert.encoder.layer) == 1
+    assert json.loads((out / "result.json").read_text())["recipe"]["num_layers"] == 1
+    torch.testing.assert_close(model.bert.encoder.layer[0].state_dict(), full.bert.encoder.layer[0].state_dict())  # lr 0: the base's layer 0
 
 
 def test_mean_pooling_run_exports_and_reloads_with_its_head(tmp_path):
