@@ -90,6 +90,8 @@ def parse_args(argv=None):
     unknown = [a for a in args.archs.split(",") if a not in STUDENT_NAMES and not transformer_student_layers(a)]
     if unknown:
         p.error(f"--archs: unknown first tier {', '.join(unknown)}; choose from {', '.join(STUDENT_NAMES)} or minilm1-minilm5")
+    if "siamese" in args.archs.split(",") and len(args.text_columns.split(",")) != 2:
+        p.error("--archs siamese encodes the two sentences of a pair apart: it needs two --text-columns")
     if args.tier1 != "auto" and args.tier1 not in args.archs.split(","):
         p.error(f"--tier1 {args.tier1} is not among --archs")
     if args.tier2_model and float(args.self_distill) > 0:

@@ -38,6 +38,7 @@ DEFAULTS = {  # arch: (epochs, learning rate), for the ~1M-sentence SST-2 corpus
     "cnn4": (3, 2e-3),
     "bow": (2, 3e-3),
     "bilstm": (1, 2e-3),  # slowest to train by far (~25 min per epoch here)
+    "siamese": (3, 2e-3),
 }
 
 
@@ -113,7 +114,10 @@ def main(argv=None):
     small_vocab = 2 + len(kept)
     log.info("%s: %d sentences, vocabulary %d of %d ids, dim %d, %g epochs at lr %g", args.arch, len(texts), small_vocab, vocab_size, args.dim, epochs, lr)
 
-    model = students.build(args.arch, torch.from_numpy(remap), small_vocab, len(labels), dim=args.dim)
+    separator = (encoder.spec.single_bounds or (None, None))[1]
+    if args.arch == "siamese" and (len(args.text_columns.split(",")) != 2 or separator is None):
+        raise SystemExit("error: the siamese student reads sentence pairs split at the tokenizer's separator: give two --text-columns and a BERT- or RoBERTa-style tokenizer")
+    model = students.build(args.arch, torch.from_numpy(remap), small_vocab, len(labels), dim=args.dim, separator=separator)
     if args.init_embeddings:
         with torch.no_grad():
             model.embed.weight[2:] = torch.from_numpy(pca_embeddings(args.init_embeddings, kept, args.dim))

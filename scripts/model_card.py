@@ -46,6 +46,7 @@ STUDENT_NAMES = {
     "cnn4": "4-layer dilated 1-D CNN (128, 128, 128, 256 filters over 3-token windows dilated 1, 2, 4, 8; max-pool)",
     "bow": "bag of unigram + hashed-bigram embeddings (fastText style)",
     "bilstm": "2-layer BiLSTM (the paper's first tier)",
+    "siamese": "siamese 3-layer dilated 1-D CNN (cnn3's convolutions over each sentence of a pair apart; head on [u, v, |u - v|, u * v])",
 }
 
 

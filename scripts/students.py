@@ -12,6 +12,9 @@ run time) with an embedding table a fraction of the size.
 - `cnn3`: three stacked width-3 convolutions dilated 1, 2 and 4 (a 15-token reach for 1.2x cnn's
   multiply-adds), max-pool over time, a linear head; `cnn4` adds a fourth dilated 8 (31 tokens, 1.5x).
 - `bow`: fastText-style: mean of unigram and hashed-bigram embeddings, a small feed-forward head.
+- `siamese` (sentence pairs): cnn3's convolutions encode each sentence of the pair on its own, max-pooled to u
+  and v; a feed-forward head reads [u, v, |u - v|, u * v] (Conneau et al. 2017). The other students read the
+  joined pair as one sequence, as tier 2 does.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-ARCHS = ("cnn", "cnn2", "cnn3", "cnn4", "bow", "bilstm")
+ARCHS = ("cnn", "cnn2", "cnn3", "cnn4", "bow", "bilstm", "siamese")
 BIGRAM_BUCKETS = 32749  # a prime: (first * BIGRAM_MULTIPLIER + second) mod it spreads the pairs
 # OpenVINO's CPU plugin does not keep int64 arithmetic exact: a pair id above 2**24 hashed differently there
 # than in torch (3 points of accuracy lost). 509 keeps first * 509 + second below 2**24 for 32k ids.
@@ -70,12 +73,37 @@ class StackedCNNStudent(_Student):
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(filters[-1], num_labels)
 
-    def forward(self, input_ids, attention_mask):
-        ids, _ = self.tokens(input_ids, attention_mask)
-        x = self.embed(ids).transpose(1, 2)
+    def pool(self, x):
+        """(batch, dim, time) embeddings -> (batch, filters) features."""
         for conv in self.convs:
             x = torch.relu(conv(x))
-        return self.head(self.dropout(x.amax(dim=2)))
+        return x.amax(dim=2)
+
+    def forward(self, input_ids, attention_mask):
+        ids, _ = self.tokens(input_ids, attention_mask)
+        return self.head(self.dropout(self.pool(self.embed(ids).transpose(1, 2))))
+
+
+class SiameseCNNStudent(StackedCNNStudent):
+    """A pair's two sentences encoded apart by one stack of convolutions. The input is tier 2's joined pair
+    (BERT's [CLS] A [SEP] B [SEP], MPNet's <s> A </s></s> B </s>): tokens before the first separator id are the
+    first sentence, the non-separator tokens after it the second. Each sentence is the sequence with the other's
+    tokens embedded to zero, like padding (see StackedCNNStudent: the answer does not depend on them)."""
+
+    def __init__(self, remap, vocab, num_labels, dim=128, separator: int = 102, hidden=256, dropout=0.2):
+        super().__init__(remap, vocab, num_labels, dim=dim, filters=(128, 128, 256), dilations=(1, 2, 4), dropout=dropout)
+        self.register_buffer("separator", torch.tensor(separator), persistent=True)
+        self.head = nn.Sequential(nn.Linear(4 * 256, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_labels))
+
+    def forward(self, input_ids, attention_mask):
+        ids, mask = self.tokens(input_ids, attention_mask)
+        is_separator = (input_ids == self.separator).to(mask.dtype)
+        after = torch.cumsum(is_separator, dim=1).clamp(max=1.0)  # 0 in the first sentence, 1 from its separator on
+        first = (1.0 - after).unsqueeze(-1) * mask
+        second = (after - is_separator).unsqueeze(-1) * mask
+        x = self.embed(ids)
+        u, v = self.pool(torch.cat([x * first, x * second]).transpose(1, 2)).chunk(2)  # one pass over both halves
+        return self.head(torch.cat([u, v, (u - v).abs(), u * v], dim=1))
 
 
 class BagStudent(_Student):
@@ -115,7 +143,13 @@ class BiLSTMStudent(_Student):
         return self.head(torch.cat([forward_final, backward_final], dim=1))
 
 
-def build(arch: str, remap: torch.Tensor, vocab: int, num_labels: int, dim: int = 128) -> _Student:
+def build(arch: str, remap: torch.Tensor, vocab: int, num_labels: int, dim: int = 128, separator: int | None = None) -> _Student:
+    """`separator`: the tokenizer's separator id, which `siamese` splits a pair at (tokenization.TokenizerSpec's
+    single_bounds[1])."""
+    if arch == "siamese":
+        if separator is None:
+            raise ValueError("the siamese student needs the tokenizer's separator id")
+        return SiameseCNNStudent(remap, vocab, num_labels, dim=dim, separator=separator)
     builders = {
         "cnn": CNNStudent,
         "cnn2": StackedCNNStudent,
@@ -136,6 +170,7 @@ def save_checkpoint(path, module: _Student, meta: dict) -> None:
 def load_checkpoint(path) -> tuple[_Student, dict]:
     blob = torch.load(path, map_location="cpu", weights_only=False)
     meta = blob["meta"]
-    module = build(meta["arch"], blob["state"]["remap"], meta["vocab"], len(meta["labels"]), dim=meta["dim"])
+    separator = int(blob["state"]["separator"]) if "separator" in blob["state"] else None
+    module = build(meta["arch"], blob["state"]["remap"], meta["vocab"], len(meta["labels"]), dim=meta["dim"], separator=separator)
     module.load_state_dict(blob["state"])
     return module, meta

@@ -250,8 +250,10 @@ def test_augment_applies_the_rules_to_each_sentence_of_a_pair_and_the_corpus_kee
     assert _common.read_corpus(corpus) == ["a single sentence", *out]
 
 
-def test_distill_tier1_trains_on_a_corpus_of_pairs(tmp_path):
-    """A CNN over the joined pair: the corpus's tab-separated pairs and dev's two columns are encoded as pairs."""
+@pytest.mark.parametrize("arch", ["cnn", "siamese"])
+def test_distill_tier1_trains_on_a_corpus_of_pairs(tmp_path, arch):
+    """A CNN over the joined pair, or one over each sentence: the corpus's tab-separated pairs and dev's two
+    columns are encoded as pairs."""
     import _common
     import distill_tier1
 
@@ -262,9 +264,40 @@ def test_distill_tier1_trains_on_a_corpus_of_pairs(tmp_path):
     (tmp_path / "corpus.txt").write_text("\n".join(_common.corpus_lines(pairs)) + "\n", encoding="utf-8")
     np.save(tmp_path / "logits.npy", np.random.default_rng(0).normal(size=(48, 2)).astype(np.float32))
     (tmp_path / "dev.tsv").write_text("a\tb\tlabel\n" + "".join(f"{a}\t{b}\t{i % 2}\n" for i, (a, b) in enumerate(pairs[:10])))
-    distill_tier1.main(["--arch", "cnn", "--texts", str(tmp_path / "corpus.txt"), "--logits", str(tmp_path / "logits.npy"), "--dev", str(tmp_path / "dev.tsv"), "--text-columns", "a,b", "--tokenizer", str(teacher), "--epochs", "1", "--min-count", "1", "--output", str(tmp_path / "student")])
+    flags = ["--arch", arch, "--texts", str(tmp_path / "corpus.txt"), "--logits", str(tmp_path / "logits.npy"), "--dev", str(tmp_path / "dev.tsv"), "--tokenizer", str(teacher), "--epochs", "1", "--min-count", "1", "--output", str(tmp_path / "student")]
+    distill_tier1.main(flags + ["--text-columns", "a,b"])
     result = json.loads((tmp_path / "student" / "result.json").read_text())
     assert result["corpus"] == 48 and result["history"] and (tmp_path / "student" / "student.pt").exists()
+    if arch == "siamese":
+        import students
+
+        module, _ = students.load_checkpoint(tmp_path / "student" / "student.pt")
+        assert int(module.separator) == tiny_models.make_tokenizer(120).sep_token_id
+        with pytest.raises(SystemExit, match="reads sentence pairs"):
+            distill_tier1.main(flags + ["--text-columns", "a"])
+
+
+def test_siamese_student_encodes_each_sentence_of_the_pair_apart():
+    """The joined pair [CLS] A [SEP] B [SEP], batch-padded, gives what the head says of A and B pooled alone."""
+    import torch
+
+    import students
+
+    torch.manual_seed(0)
+    separator, vocab = 3, 20
+    model = students.build("siamese", torch.arange(50) % vocab, vocab, 2, dim=8, separator=separator).eval()
+    first, second = torch.randint(5, 50, (4,)), torch.randint(5, 50, (6,))
+    ids = torch.cat([torch.tensor([2]), first, torch.tensor([separator]), second, torch.tensor([separator]), torch.zeros(5, dtype=torch.long)]).unsqueeze(0)
+    mask = (ids != 0).long()
+
+    def pooled(part):  # a sentence alone, [CLS] in the first one's sequence
+        x = model.embed(model.remap[part]).T.unsqueeze(0)
+        return model.pool(x)
+
+    with torch.no_grad():
+        u, v = pooled(torch.cat([torch.tensor([2]), first])), pooled(second)
+        expected = model.head(torch.cat([u, v, (u - v).abs(), u * v], dim=1))
+        torch.testing.assert_close(model(ids, mask), expected)
 
 
 @pytest.mark.parametrize("arch", ["cnn", "cnn2", "cnn3", "cnn4"])
@@ -447,7 +480,7 @@ def test_weight_average_decay_shrinks_for_short_runs():
     assert _common.ema_decay(0.999, 4) == 0.0  # a smoke run: the raw weights
 
 
-@pytest.mark.parametrize("arch", ["cnn", "cnn2", "cnn3", "bow", "bilstm"])
+@pytest.mark.parametrize("arch", ["cnn", "cnn2", "cnn3", "bow", "bilstm", "siamese"])
 def test_exported_student_matches_torch(tmp_path, arch):
     """OpenVINO's CPU plugin does not keep int64 arithmetic exact: the bag's bigram hash once made pair ids far
     above 2**24 from a 20k vocabulary, and its OpenVINO model answered differently from torch."""
@@ -460,7 +493,8 @@ def test_exported_student_matches_torch(tmp_path, arch):
 
     torch.manual_seed(0)
     vocab = 20000
-    module = students.build(arch, torch.arange(30522) % vocab, vocab, 2, dim=16).eval()
+    separator = 102
+    module = students.build(arch, torch.arange(30522) % vocab, vocab, 2, dim=16, separator=separator).eval()
     tiny_models.make_tokenizer(120).save_pretrained(tmp_path / "tokenizer")  # export converts the tokenizer too
     meta = {"arch": arch, "vocab": vocab, "dim": 16, "labels": ["negative", "positive"], "tokenizer_dir": str(tmp_path / "tokenizer"), "max_length": 64}
     students.save_checkpoint(tmp_path / "student.pt", module, meta)
@@ -470,6 +504,7 @@ def test_exported_student_matches_torch(tmp_path, arch):
     mask = torch.ones_like(ids)
     mask[1:, 8:] = 0  # padded rows
     ids = ids * mask
+    ids[:, 4] = ids[0, 11] = ids[1:, 7] = separator  # pairs, for the siamese student
     with torch.no_grad():
         expected = module(ids, mask).numpy()
     compiled = ov.Core().compile_model(str(tmp_path / "ir" / "openvino_model.xml"), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
