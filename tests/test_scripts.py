@@ -353,6 +353,23 @@ def test_train_tier2_keeps_the_first_layers_when_asked(tmp_path):
     torch.testing.assert_close(model.bert.encoder.layer[0].state_dict(), full.bert.encoder.layer[0].state_dict())  # lr 0: the base's layer 0
 
 
+def test_label_teacher_takes_known_logits_for_the_chunks_they_cover_and_resumes(tiny_irs, tmp_path):
+    """Chunks the known logits cover are copied, not run; the rest is run; a rerun keeps finished chunks."""
+    import label_teacher
+
+    texts = [f"the film was {w} and the cast {v}" for w in ("great", "dull", "fine") for v in ("moved", "bored", "acted", "sang")]
+    full = label_teacher.label(tiny_irs["a"], texts, tmp_path / "full.npy", chunk=4)
+    known = np.full((9, 2), 7.0, np.float16)  # not the model's: shows which chunks were copied
+    mixed = label_teacher.label(tiny_irs["a"], texts, tmp_path / "mixed.npy", chunk=4, known=known)
+    np.testing.assert_array_equal(mixed[:8], 7.0)  # the two chunks known covers whole
+    np.testing.assert_allclose(mixed[8:], full[8:], atol=1e-5)  # the chunk it covers in part is run
+    (tmp_path / "mixed.npy.parts" / "00002.npy").unlink()  # an interrupted run: that chunk is run again
+    again = label_teacher.label(tiny_irs["a"], texts, tmp_path / "mixed.npy", chunk=4)
+    np.testing.assert_array_equal(again, mixed)
+    with pytest.raises(SystemExit, match="known logits for"):
+        label_teacher.label(tiny_irs["a"], texts[:3], tmp_path / "short.npy", known=known)
+
+
 def test_mean_pooling_run_exports_and_reloads_with_its_head(tmp_path):
     """A --pooling mean run is saved, reloaded and exported with the head on the token mean: the IR answers as
     the torch model, and differently from the same weights read through [CLS]."""
