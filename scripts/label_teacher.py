@@ -34,6 +34,8 @@ def label(model_dir: str | Path, texts: list, output: str | Path, *, batch_size:
     if len(known) > len(texts):
         raise SystemExit(f"error: {len(known)} known logits for {len(texts)} texts")
     tier = Tier(model_dir, max_length=max_length)
+    if len(known):
+        check_known(tier, texts, known)
     started, done = time.perf_counter(), 0
     for index, start in enumerate(range(0, len(texts), chunk)):
         part = parts / f"{index:05d}.npy"
@@ -53,6 +55,16 @@ def label(model_dir: str | Path, texts: list, output: str | Path, *, batch_size:
     assert len(logits) == len(texts), "parts do not match the input; delete the .parts folder"
     np.save(output, logits)
     return logits
+
+
+def check_known(tier: Tier, texts: list, known: np.ndarray, sample: int = 32) -> None:
+    """Refuse known logits of another shape, model or text order: the model reruns a seeded sample of them."""
+    if known.ndim != 2 or known.shape[1] != len(tier.labels):
+        raise SystemExit(f"error: known logits of shape {known.shape}; this model gives {len(tier.labels)} per text")
+    rows = sorted(np.random.default_rng(0).choice(len(known), size=min(sample, len(known)), replace=False))
+    rerun = tier.logits(tier.encoder.encode([texts[i] for i in rows]), batch_size=sample)
+    if np.abs(rerun - known[rows].astype(np.float32)).max() > 0.05:  # float16 storage and batch composition move them by ~1e-3
+        raise SystemExit("error: the known logits are not this model's on these texts (a sample rerun differs)")
 
 
 def main(argv=None):

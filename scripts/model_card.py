@@ -99,9 +99,9 @@ def main(argv=None):
     lines = [
         f"# SST-2 cascade (tango-edge default)",
         "",
-        "Binary sentiment (`negative`, `positive`) on English sentences: a distilled first tier answers the inputs it is",
+        "Binary sentiment (`negative`, `positive`) on English sentences: a small first tier answers the inputs it is",
         "confident about and defers the rest to a fine-tuned second tier. Both tiers are INT8 OpenVINO IR.",
-        "The first tier reads the last tier's WordPiece ids (the tier it was distilled from); the second tier tokenizes the inputs that reach it itself." if teacher is not None and not args.phrase_labels else "Both share one WordPiece tokenizer (inputs are tokenized once).",
+        tokenizer_text(models),
         "",
         "## Rebuild",
         "",
@@ -110,7 +110,7 @@ def main(argv=None):
         f"python scripts/build_cascade.py --data {args.data} --work {work} --output {models}{args.build_flags}",
         "```",
         "",
-        f"Resumable (a marker per finished stage in the work folder), logged to `build.log` there. `--tier1 {'|'.join(STUDENT_NAMES)}`",
+        f"Resumable (a marker per finished stage in the work folder), logged to `build.log` there. `--tier1 {'|'.join(compare.get('students') or STUDENT_NAMES)}`",
         "ships another first tier instead of the best one.",
         "",
         "## Recipe",
@@ -139,7 +139,7 @@ def main(argv=None):
         lines += [
             "## First-tier candidates",
             "",
-            f"Each distilled the same way, INT8, in the cascade with the INT8 second tier; speeds measured side by side in one run",
+            f"Each made as the recipe above says for its kind, INT8, in the cascade with the INT8 second tier; speeds measured side by side in one run",
             f"({compare['rounds']} interleaved rounds, medians, tokenization included, batch {compare['batch_sizes']['tier1']} / {compare['batch_sizes']['tier2']};",
             f"tier 2 alone: {compare['tier2_throughput_per_s']:.0f} sentences/s). Speedup over tier 2 alone = t2 / (t1 + f t2) at the",
             f"lowest deferral rate f that keeps {compare['target']:g} of tier 2's dev accuracy.",
@@ -164,6 +164,13 @@ def main(argv=None):
     print(f"wrote {models / 'README.md'}")
 
 
+def tokenizer_text(models: Path) -> str:
+    """Whether the two tiers tokenize once (the runtime shares tokens between tiers with the same tokenizer.json)."""
+    if (models / "tier1" / "tokenizer.json").read_bytes() == (models / "tier2" / "tokenizer.json").read_bytes():
+        return "Both share one tokenizer (inputs are tokenized once)."
+    return "Each tier has its own tokenizer: the second tier tokenizes the inputs that reach it itself."
+
+
 def first_tier_text(arch: str, work: Path, labeller: str, corpus: int | None, augment: dict, q1: dict) -> str:
     """How the shipped first tier was made: distilled by distill_tier1.py, or a truncated transformer trained by
     train_tier2.py on the gold labels and the same labelled corpus."""
@@ -179,7 +186,7 @@ def first_tier_text(arch: str, work: Path, labeller: str, corpus: int | None, au
         return (
             f"{student_name(arch)}, `scripts/train_tier2.py --num-layers {layers}`: {trained.get('steps', '?')} steps, {recipe.get('epochs', float('nan')):g} epochs of the gold labels"
             f" with {recipe.get('extra_sentences', '?')} sentences of the corpus ({corpus_text}) mixed in at {recipe.get('extra_ratio', float('nan')):g} batches per labelled batch,"
-            f" fitted by soft cross-entropy; lr {recipe.get('lr', float('nan')):g}, weight average evaluated on dev every 300 steps, the best kept. Exported with optimum-intel,"
+            f" fitted by soft cross-entropy; lr {recipe.get('lr', float('nan')):g}, {'a weight average' if recipe.get('ema') else 'the weights'} evaluated on dev every 300 steps, the best kept. Exported with optimum-intel,"
             f" INT8 with NNCF (kept: `{q1.get('kept', '?')}`)."
         )
     student = load(work / f"tier1_{arch}" / "result.json") or {}

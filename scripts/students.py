@@ -86,20 +86,23 @@ class StackedCNNStudent(_Student):
 
 class SiameseCNNStudent(StackedCNNStudent):
     """A pair's two sentences encoded apart by one stack of convolutions. The input is tier 2's joined pair
-    (BERT's [CLS] A [SEP] B [SEP], MPNet's <s> A </s></s> B </s>): tokens before the first separator id are the
-    first sentence, the non-separator tokens after it the second. Each sentence is the sequence with the other's
+    (BERT's [CLS] A [SEP] B [SEP], MPNet's <s> A </s></s> B </s>): the tokens between the opening one and the
+    first separator id are the first sentence, the non-separator tokens after it the second (padding sits at the
+    end, so counting real tokens finds the opening one). Each sentence is the sequence with the other's
     tokens embedded to zero, like padding (see StackedCNNStudent: the answer does not depend on them)."""
 
-    def __init__(self, remap, vocab, num_labels, dim=128, separator: int = 102, hidden=256, dropout=0.2):
-        super().__init__(remap, vocab, num_labels, dim=dim, filters=(128, 128, 256), dilations=(1, 2, 4), dropout=dropout)
+    def __init__(self, remap, vocab, num_labels, separator: int, dim=128, filters=(128, 128, 256), hidden=256, dropout=0.2):
+        super().__init__(remap, vocab, num_labels, dim=dim, filters=filters, dilations=(1, 2, 4), dropout=dropout)
         self.register_buffer("separator", torch.tensor(separator), persistent=True)
-        self.head = nn.Sequential(nn.Linear(4 * 256, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_labels))
+        self.head = nn.Sequential(nn.Linear(4 * filters[-1], hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_labels))
 
     def forward(self, input_ids, attention_mask):
         ids, mask = self.tokens(input_ids, attention_mask)
         is_separator = (input_ids == self.separator).to(mask.dtype)
         after = torch.cumsum(is_separator, dim=1).clamp(max=1.0)  # 0 in the first sentence, 1 from its separator on
-        first = (1.0 - after).unsqueeze(-1) * mask
+        # The template's opening token ([CLS], <s>) is left out, so that u and v are pooled over like tokens.
+        past_opening = (torch.cumsum(attention_mask, dim=1) > 1).to(mask.dtype)
+        first = ((1.0 - after) * past_opening).unsqueeze(-1) * mask
         second = (after - is_separator).unsqueeze(-1) * mask
         x = self.embed(ids)
         u, v = self.pool(torch.cat([x * first, x * second]).transpose(1, 2)).chunk(2)  # one pass over both halves
@@ -149,7 +152,7 @@ def build(arch: str, remap: torch.Tensor, vocab: int, num_labels: int, dim: int 
     if arch == "siamese":
         if separator is None:
             raise ValueError("the siamese student needs the tokenizer's separator id")
-        return SiameseCNNStudent(remap, vocab, num_labels, dim=dim, separator=separator)
+        return SiameseCNNStudent(remap, vocab, num_labels, separator, dim=dim)
     builders = {
         "cnn": CNNStudent,
         "cnn2": StackedCNNStudent,

@@ -187,6 +187,8 @@ def main(argv=None):
     log.info("base %s, %d train / %d dev rows, labels %s, precision %s", base, len(train.texts), len(dev.texts), names, args.precision)
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(base)
+    if args.num_layers is not None and not 1 <= args.num_layers <= transformers.AutoConfig.from_pretrained(base).num_hidden_layers:
+        raise SystemExit(f"error: --num-layers {args.num_layers}: {base} has {transformers.AutoConfig.from_pretrained(base).num_hidden_layers} layers")
     truncate = {"num_hidden_layers": args.num_layers} if args.num_layers else {}  # from_pretrained then loads the first N layers
     model = sequence_classifier.create(base, args.pooling, num_labels=num_labels, id2label=dict(enumerate(names)), label2id={n: i for i, n in enumerate(names)}, **truncate)
     if not args.train_embeddings:

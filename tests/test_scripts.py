@@ -277,27 +277,33 @@ def test_distill_tier1_trains_on_a_corpus_of_pairs(tmp_path, arch):
             distill_tier1.main(flags + ["--text-columns", "a"])
 
 
-def test_siamese_student_encodes_each_sentence_of_the_pair_apart():
-    """The joined pair [CLS] A [SEP] B [SEP], batch-padded, gives what the head says of A and B pooled alone."""
+@pytest.mark.parametrize("layout", ["bert", "mpnet"])
+def test_siamese_student_encodes_each_sentence_of_the_pair_apart(layout):
+    """A batch of joined pairs (BERT's [CLS] A [SEP] B [SEP] padded with 0, MPNet's <s> A </s></s> B </s> padded
+    with 1), rows of different lengths, gives what the head says of each row's A and B pooled alone."""
     import torch
 
     import students
 
     torch.manual_seed(0)
-    separator, vocab = 3, 20
-    model = students.build("siamese", torch.arange(50) % vocab, vocab, 2, dim=8, separator=separator).eval()
-    first, second = torch.randint(5, 50, (4,)), torch.randint(5, 50, (6,))
-    ids = torch.cat([torch.tensor([2]), first, torch.tensor([separator]), second, torch.tensor([separator]), torch.zeros(5, dtype=torch.long)]).unsqueeze(0)
-    mask = (ids != 0).long()
+    opening, separator, pad = (2, 3, 0) if layout == "bert" else (0, 2, 1)
+    model = students.build("siamese", torch.arange(50) % 20, 20, 2, dim=8, separator=separator).eval()
+    rows, pairs = [], [(torch.randint(5, 50, (4,)), torch.randint(5, 50, (6,))), (torch.randint(5, 50, (2,)), torch.randint(5, 50, (3,)))]
+    middle = [separator] if layout == "bert" else [separator, separator]
+    for first, second in pairs:
+        rows.append(torch.cat([torch.tensor([opening]), first, torch.tensor(middle), second, torch.tensor([separator])]))
+    width = max(len(r) for r in rows) + 3
+    ids = torch.stack([torch.cat([r, torch.full((width - len(r),), pad)]) for r in rows])
+    mask = torch.stack([torch.cat([torch.ones(len(r)), torch.zeros(width - len(r))]).long() for r in rows])
 
-    def pooled(part):  # a sentence alone, [CLS] in the first one's sequence
-        x = model.embed(model.remap[part]).T.unsqueeze(0)
-        return model.pool(x)
+    def pooled(part):  # a sentence alone
+        return model.pool(model.embed(model.remap[part]).T.unsqueeze(0))
 
     with torch.no_grad():
-        u, v = pooled(torch.cat([torch.tensor([2]), first])), pooled(second)
-        expected = model.head(torch.cat([u, v, (u - v).abs(), u * v], dim=1))
-        torch.testing.assert_close(model(ids, mask), expected)
+        got = model(ids, mask)
+        for k, (first, second) in enumerate(pairs):
+            u, v = pooled(first), pooled(second)
+            torch.testing.assert_close(got[k : k + 1], model.head(torch.cat([u, v, (u - v).abs(), u * v], dim=1)))
 
 
 @pytest.mark.parametrize("arch", ["cnn", "cnn2", "cnn3", "cnn4"])
@@ -347,6 +353,8 @@ def test_train_tier2_keeps_the_first_layers_when_asked(tmp_path):
     data = write_task(tmp_path / "data", n_train=16, n_dev=8)
     out = tmp_path / "tier"
     train_tier2.main(["--train", str(data / "train.tsv"), "--dev", str(data / "dev.tsv"), "--base", str(base), "--output", str(out), "--epochs", "1", "--batch-size", "8", "--num-layers", "1", "--lr", "0"])
+    with pytest.raises(SystemExit, match="has 3 layers"):
+        train_tier2.main(["--train", str(data / "train.tsv"), "--dev", str(data / "dev.tsv"), "--base", str(base), "--output", str(tmp_path / "bad"), "--num-layers", "4"])
     model, full = sequence_classifier.load(str(out / "best")), sequence_classifier.create(str(base))
     assert model.config.num_hidden_layers == 1 and len(model.bert.encoder.layer) == 1
     assert json.loads((out / "result.json").read_text())["recipe"]["num_layers"] == 1
@@ -359,15 +367,16 @@ def test_label_teacher_takes_known_logits_for_the_chunks_they_cover_and_resumes(
 
     texts = [f"the film was {w} and the cast {v}" for w in ("great", "dull", "fine") for v in ("moved", "bored", "acted", "sang")]
     full = label_teacher.label(tiny_irs["a"], texts, tmp_path / "full.npy", chunk=4)
-    known = np.full((9, 2), 7.0, np.float16)  # not the model's: shows which chunks were copied
+    known = (full[:9] + 0.01).astype(np.float16)  # nudged, to show which chunks were copied
     mixed = label_teacher.label(tiny_irs["a"], texts, tmp_path / "mixed.npy", chunk=4, known=known)
-    np.testing.assert_array_equal(mixed[:8], 7.0)  # the two chunks known covers whole
+    np.testing.assert_array_equal(mixed[:8], known[:8].astype(np.float32))  # the two chunks known covers whole
     np.testing.assert_allclose(mixed[8:], full[8:], atol=1e-5)  # the chunk it covers in part is run
     (tmp_path / "mixed.npy.parts" / "00002.npy").unlink()  # an interrupted run: that chunk is run again
     again = label_teacher.label(tiny_irs["a"], texts, tmp_path / "mixed.npy", chunk=4)
     np.testing.assert_array_equal(again, mixed)
-    with pytest.raises(SystemExit, match="known logits for"):
-        label_teacher.label(tiny_irs["a"], texts[:3], tmp_path / "short.npy", known=known)
+    for bad, message in ((known, "known logits for"), (known[:, :1], "this model gives 2"), (known + 1.0, "not this model's")):
+        with pytest.raises(SystemExit, match=message):
+            label_teacher.label(tiny_irs["a"], texts[: 3 if bad is known else 12], tmp_path / "bad.npy", known=bad)
 
 
 def test_mean_pooling_run_exports_and_reloads_with_its_head(tmp_path):
