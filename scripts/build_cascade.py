@@ -203,7 +203,8 @@ def main(argv=None):
     args.phrase_labels = phrase_labels  # for the model card
     middle_base = resolve_base(None if args.middle_base == MINILM else args.middle_base) if args.middle_base else None
     if phrase_labels:
-        adopt_teacher_logits(Path(args.teacher_logits), phrases, work / PHRASE_LOGITS, len(labels))  # checked before any stage runs
+        if not stages.done(MIDDLE):  # checked before any stage runs; once the middle tier learned from them, no more
+            adopt_teacher_logits(Path(args.teacher_logits), phrases, work / PHRASE_LOGITS, len(labels))
         labeller_model = Path(middle_base or _common.default_base_model())  # its word embeddings: train_tier2 keeps them frozen
         student_tokenizer = work / f"{MIDDLE}_int8"  # the middle tier's own tokenizer.json, so the two tiers share tokens
     else:
