@@ -1,4 +1,4 @@
-"""The `tango-edge` command: run, info, autotune, calibrate.
+"""The `tango-edge` command: run, info, autotune, serve, calibrate, evaluate.
 
 stdout carries data only; logs, notes, progress and summaries go to stderr. Known errors are one line
 (set TANGO_EDGE_DEBUG=1 for the traceback); exit 1 for runtime errors, 2 for usage errors, 130 on Ctrl-C.
@@ -26,6 +26,7 @@ EXAMPLES = """examples:
   tango-edge info
   tango-edge autotune                                     # once per machine: tune batch sizes
   tango-edge calibrate --data dev.tsv --target 0.99 --plots plots/
+  tango-edge evaluate --models models/mrpc --data test.tsv  # held-out metrics at the stored thresholds
   tango-edge serve --port 8080                            # TEI-style HTTP: POST /predict {"inputs": "..."}
 """
 
@@ -132,6 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--no-temperature", action="store_true", help="skip temperature scaling (writes temperature 1)")
     cal.add_argument("--rounds", type=positive_int, default=3, help="interleaved timing rounds for the throughput figures (default 3)")
     cal.add_argument("--early-exit", default=None, metavar="DIR", help="also sweep this early-exit model (DeeBERT, from scripts/deebert.py, on the last tier's model) and add it to Table 2 and Fig. 2")
+
+    ev = sub.add_parser("evaluate", help="the cascade's and each tier's metrics on held-out labelled data, at the stored thresholds")
+    add_models(ev)
+    ev.add_argument("--data", required=True, help="labelled TSV file (header row; columns from cascade.json), not the one calibrate chose the thresholds on")
+    ev.add_argument("--thresholds", type=thresholds_arg, default=None, help="every tier's threshold but the last's (default: cascade.json)")
+    ev.add_argument("--json", dest="json_out", default=None, help="also write the results to this JSON file")
     return parser
 
 
@@ -150,6 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             from .autotune import autotune_command
 
             return autotune_command(args)
+        if args.command == "evaluate":
+            from .evaluate import evaluate_command
+
+            return evaluate_command(args)
         from .calibrate import calibrate_command
 
         return calibrate_command(args)
