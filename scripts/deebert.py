@@ -5,7 +5,7 @@ one OpenVINO stage per layer and quantize each to INT8.
 DeeBERT trains in two stages: the backbone and its final classifier first (that is the cascade's last tier, from
 train_tier2.py or any fine-tuned BERT or MPNet classifier: --model), then only the off-ramps, on the frozen
 model. Since the backbone is frozen, the second stage reads each layer's pooled vector once and trains every
-ramp on them (cross-entropy on the gold labels); each ramp keeps its best epoch on dev. The stages
+ramp on them (cross-entropy on the gold labels); each ramp keeps its best epoch on dev (by --metric). The stages
 (early_exit_model.py) are then exported and quantized with NNCF, each calibrated on the inputs the stages before
 it produce. `tango_edge.early_exit` runs the folder; `tango-edge calibrate --early-exit DIR` compares it with the
 cascade.
@@ -33,15 +33,17 @@ from export import copy_tokenizer_files
 
 from tango_edge.data import read_tsv
 from tango_edge.early_exit import EARLY_EXIT_FILE, FIRST_INPUTS, LATER_INPUTS, stage_file
+from tango_edge.metrics import METRICS, metric_fn
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="the fine-tuned classifier (DeeBERT's first stage): a transformers folder")
     p.add_argument("--train", required=True, help="labelled TSV the off-ramps learn from")
-    p.add_argument("--dev", required=True, help="labelled TSV for each ramp's best epoch and the accuracy report")
+    p.add_argument("--dev", required=True, help="labelled TSV for each ramp's best epoch (and the report of its metric)")
     p.add_argument("--text-columns", default="sentence", help="one column, or two comma-separated for pair tasks")
     p.add_argument("--label-column", default="label")
+    p.add_argument("--metric", choices=METRICS, default="accuracy", help="what each ramp's best epoch maximises on dev (f1: MRPC, mcc: CoLA)")
     p.add_argument("--output", required=True)
     p.add_argument("--max-train", type=int, default=None, help="use at most this many training rows (seeded sample)")
     p.add_argument("--max-length", type=int, default=train_tier2.MAX_LENGTH, help="truncation while training the ramps")
@@ -83,7 +85,7 @@ def layer_features(model, rows, pad_id: int, batch_size: int = 64) -> np.ndarray
     return out
 
 
-def train_ramps(model, train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarray, dev_y: np.ndarray, *, epochs: int, lr: float, batch_size: int, seed: int) -> tuple[eem.Ramps, list[dict]]:
+def train_ramps(model, train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarray, dev_y: np.ndarray, *, epochs: int, lr: float, batch_size: int, seed: int, metric: str = "accuracy") -> tuple[eem.Ramps, list[dict]]:
     """DeeBERT's second stage on precomputed features: every ramp trained at once, each keeping its best epoch."""
     torch.manual_seed(seed)
     ramps = eem.Ramps(model)
@@ -94,11 +96,13 @@ def train_ramps(model, train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarr
     x, y = torch.from_numpy(train_x[:count]), torch.from_numpy(train_y)
     dx, dy = torch.from_numpy(dev_x[:count]), torch.from_numpy(dev_y)
 
-    def dev_accuracy() -> list[float]:
-        with torch.no_grad():
-            return [float((ramps(layer, dx[layer]).argmax(-1) == dy).float().mean()) for layer in range(count)]
+    score, key = metric_fn(metric), f"dev_{metric}"
 
-    best = [{"epoch": 0, "dev_accuracy": a, "state": _ramp_state(ramps, layer)} for layer, a in enumerate(dev_accuracy())]
+    def dev_scores() -> list[float]:
+        with torch.no_grad():
+            return [score(dev_y, ramps(layer, dx[layer]).argmax(-1).numpy(), model.config.num_labels) for layer in range(count)]
+
+    best = [{"epoch": 0, key: a, "state": _ramp_state(ramps, layer)} for layer, a in enumerate(dev_scores())]
     generator = torch.Generator().manual_seed(seed)
     for epoch in range(1, epochs + 1):
         ramps.train()
@@ -108,14 +112,15 @@ def train_ramps(model, train_x: np.ndarray, train_y: np.ndarray, dev_x: np.ndarr
             loss.backward()
             optimizer.step()
         ramps.eval()
-        for layer, accuracy in enumerate(dev_accuracy()):
-            if accuracy > best[layer]["dev_accuracy"]:
-                best[layer] = {"epoch": epoch, "dev_accuracy": accuracy, "state": _ramp_state(ramps, layer)}
-        log.info("epoch %d: dev accuracy per ramp %s", epoch, " ".join(f"{a:.3f}" for a in dev_accuracy()))
+        scores = dev_scores()
+        for layer, value in enumerate(scores):
+            if value > best[layer][key]:
+                best[layer] = {"epoch": epoch, key: value, "state": _ramp_state(ramps, layer)}
+        log.info("epoch %d: dev %s per ramp %s", epoch, metric, " ".join(f"{a:.3f}" for a in scores))
     for layer, entry in enumerate(best):
         ramps.dense[layer].load_state_dict(entry["state"][0])
         ramps.out[layer].load_state_dict(entry["state"][1])
-    return ramps, [{"layer": layer + 1, "epoch": e["epoch"], "dev_accuracy": e["dev_accuracy"]} for layer, e in enumerate(best)]
+    return ramps, [{"layer": layer + 1, "epoch": e["epoch"], key: e[key]} for layer, e in enumerate(best)]
 
 
 def _ramp_state(ramps: eem.Ramps, layer: int):
@@ -185,7 +190,7 @@ def main(argv=None):
     started = time.perf_counter()
     train_x, dev_x = layer_features(model, train_rows, tokenizer.pad_token_id), layer_features(model, dev_rows, tokenizer.pad_token_id)
     log.info("features of %d train and %d dev rows at %d layers in %.0f s", len(train_rows), len(dev_rows), len(train_x), time.perf_counter() - started)
-    ramps, ramp_report = train_ramps(model, train_x, np.asarray(train_labels), dev_x, np.asarray(dev.labels), epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed)
+    ramps, ramp_report = train_ramps(model, train_x, np.asarray(train_labels), dev_x, np.asarray(dev.labels), epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, seed=args.seed, metric=args.metric)
     torch.save(ramps.state_dict(), output / "ramps.pt")
 
     stages = export_stages(model, ramps, output)
@@ -194,9 +199,9 @@ def main(argv=None):
         quantize_stages(stages, calibration, output)
     copy_tokenizer_files(Path(args.model), output)
     model.config.save_pretrained(output)
-    spec = {"version": 1, "stages": [stage_file(i) for i in range(len(stages))], "precision": args.precision, "source": str(args.model), "ramps": ramp_report, "recipe": {k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "seed", "max_train", "max_length", "calibration_size")}}
+    spec = {"version": 1, "stages": [stage_file(i) for i in range(len(stages))], "precision": args.precision, "source": str(args.model), "ramps": ramp_report, "recipe": {k: getattr(args, k) for k in ("epochs", "lr", "batch_size", "seed", "max_train", "max_length", "calibration_size", "metric")}}
     (output / EARLY_EXIT_FILE).write_text(json.dumps(spec, indent=2) + "\n", encoding="utf-8")
-    log.info("early-exit model (%d stages, %s) in %s; ramps' dev accuracy %s", len(stages), args.precision, output, " ".join(f"{r['dev_accuracy']:.3f}" for r in ramp_report))
+    log.info("early-exit model (%d stages, %s) in %s; ramps' dev %s %s", len(stages), args.precision, output, args.metric, " ".join(f"{r[f'dev_{args.metric}']:.3f}" for r in ramp_report))
 
 
 if __name__ == "__main__":

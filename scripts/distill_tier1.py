@@ -28,6 +28,7 @@ import students
 from _common import log
 
 from tango_edge.data import read_tsv
+from tango_edge.metrics import METRICS, metric_fn
 from tango_edge.tier import read_labels
 from tango_edge.tokenization import TextEncoder
 
@@ -50,6 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--dev", required=True, help="labelled TSV for model selection")
     p.add_argument("--text-columns", default="sentence", help="dev's text column, or two comma-separated for pair tasks")
     p.add_argument("--label-column", default="label")
+    p.add_argument("--metric", choices=METRICS, default="accuracy", help="what dev selection maximises (f1: MRPC, mcc: CoLA)")
     p.add_argument("--tokenizer", required=True, help="the tier-2 folder: its tokenizer.json and config.json labels")
     p.add_argument("--init-embeddings", default=None, help="transformers folder whose word embeddings initialise the student's")
     p.add_argument("--dim", type=int, default=128)
@@ -155,26 +157,25 @@ def main(argv=None):
         if averaged is not None:
             averaged.update_parameters(model)
         if step % max(1, steps_per_epoch // 2) == 0 or step == total:  # a corpus of one batch: every step
-            acc = evaluate(torch, kept, dev_ids, dev.labels, encoder.pad_id)
-            history.append({"step": step, "epoch": round(step / steps_per_epoch, 2), "loss": round(loss.item(), 4), "dev_accuracy": acc, "seconds": round(time.perf_counter() - started)})
-            log.info("%s step %d/%d (epoch %.2f) loss %.4f dev acc %.4f", args.arch, step, total, step / steps_per_epoch, loss.item(), acc)
-            if acc > best:
-                best = acc
+            score = evaluate(torch, kept, dev_ids, dev.labels, encoder.pad_id, args.metric, len(labels))
+            history.append({"step": step, "epoch": round(step / steps_per_epoch, 2), "loss": round(loss.item(), 4), f"dev_{args.metric}": score, "seconds": round(time.perf_counter() - started)})
+            log.info("%s step %d/%d (epoch %.2f) loss %.4f dev %s %.4f", args.arch, step, total, step / steps_per_epoch, loss.item(), args.metric, score)
+            if score > best:
+                best = score
                 students.save_checkpoint(out / "student.pt", kept, meta)
-    (out / "result.json").write_text(json.dumps({"arch": args.arch, "best_dev_accuracy": best, "epochs": epochs, "lr": lr, "ema": average_decay, "batch_size": args.batch_size, "corpus": len(texts), "history": history, **{k: v for k, v in meta.items() if k != "labels"}}, indent=2))
-    log.info("%s done: best dev accuracy %.4f -> %s", args.arch, best, out / "student.pt")
+    (out / "result.json").write_text(json.dumps({"arch": args.arch, "metric": args.metric, f"best_dev_{args.metric}": best, "epochs": epochs, "lr": lr, "ema": average_decay, "batch_size": args.batch_size, "corpus": len(texts), "history": history, **{k: v for k, v in meta.items() if k != "labels"}}, indent=2))
+    log.info("%s done: best dev %s %.4f -> %s", args.arch, args.metric, best, out / "student.pt")
 
 
-def evaluate(torch, model, dev_ids, dev_labels, pad_id, batch_size=256):
+def evaluate(torch, model, dev_ids, dev_labels, pad_id, metric: str, num_classes: int, batch_size=256) -> float:
     model.eval()
-    correct = 0
+    predicted = []
     with torch.inference_mode():
         for start in range(0, len(dev_ids), batch_size):
             ids, mask = _common.collate(torch, dev_ids[start : start + batch_size], pad_id)
-            pred = model(ids, mask).argmax(-1).tolist()
-            correct += sum(p == y for p, y in zip(pred, dev_labels[start : start + batch_size]))
+            predicted += model(ids, mask).argmax(-1).tolist()
     model.train()
-    return correct / len(dev_ids)
+    return metric_fn(metric)(dev_labels, predicted, num_classes)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,19 @@ import _common  # noqa: F401 - puts the checkout on sys.path
 from train_tier2 import DEFAULTS as TIER2_DEFAULTS
 
 from tango_edge.config import CascadeConfig
+from tango_edge.tier import read_labels
 
 MIDDLE = "middle"  # build_cascade.py's prefix for a middle tier distilled from the last
 PHRASES = "train_phrases.txt"  # build_cascade.py's training rows, one per line: the corpus starts with them
 PHRASE_LOGITS = "train_phrases.logits.npy"  # its copy of kept last-tier logits on the training rows only
 MINILM = "minilm"  # build_cascade.py --middle-base's name for train_tier2.py's default base, all-MiniLM-L6-v2
+
+REPO = Path(__file__).resolve().parent.parent
+TASKS = {  # cascade.json's task: (name, what it classifies)
+    "sst2": ("SST-2", "Binary sentiment of English sentences"),
+    "mrpc": ("MRPC", "Paraphrase detection on English sentence pairs (`tango-edge run` reads the two sentences of a pair tab-separated on one line)"),
+    "cola": ("CoLA", "Grammatical acceptability of English sentences"),
+}
 
 TRANSFORMER_STUDENT = re.compile(r"minilm([1-5])")  # first-tier candidate minilmN: all-MiniLM-L6-v2's first N layers
 
@@ -58,6 +66,17 @@ def pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
+def data_rows(path: Path) -> int:
+    with open(path, encoding="utf-8") as handle:
+        return sum(1 for line in handle if line.strip()) - 1  # the header
+
+
+def kept_score(quantized: dict) -> float | None:
+    """The dev metric of the INT8 variant quantize.py kept."""
+    key = f"dev_{quantized.get('metric', 'accuracy')}"
+    return next((a.get(key) for a in quantized.get("attempts", []) if a["variant"] == quantized.get("kept")), None)
+
+
 def folder_mb(folder: Path) -> float:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
 
@@ -73,6 +92,11 @@ def main(argv=None):
     p.add_argument("--build-flags", default="", help="the build_cascade.py flags of the build (its non-default ones), for the rebuild command")
     args = p.parse_args(argv)
     work, models = args.work, args.models
+    config = CascadeConfig.load(models)
+    m, labels = config.metric, read_labels(models / "tier1")
+    task_name, task_text = TASKS.get(config.task, (config.task, "Text classification"))
+    default = models.resolve() == (REPO / "models" / "sst2").resolve()
+    data = data_files(args.data, args.build_flags, work)
 
     trained = load(work / f"{args.tier2}_torch" / "result.json") or {}
     recipe = trained.get("recipe", {"lr": float("nan"), "epochs": float("nan")})
@@ -91,15 +115,16 @@ def main(argv=None):
     q1 = load(work / f"tier1_{args.tier1}_int8" / "quantize.json") or {}
     compare = load(work / "compare.json") or {}
     calib = load(work / "calibrate.json") or {}
-    first_tier = CascadeConfig.load(models).tiers[0]
+    test = load(work / "test.json")
+    first_tier = config.tiers[0]
     corpus = sum(1 for _ in open(work / "distill.txt", encoding="utf-8")) if (work / "distill.txt").exists() else None
     augment = load(work / "augmented.json") or {"sentences": None, "per_long_sentence": "?", "long_words": 10, "per_sentence": "?"}
     chosen = calib.get("chosen", {})
 
     lines = [
-        f"# SST-2 cascade (tango-edge default)",
+        f"# {task_name} cascade{' (tango-edge default)' if default else ''}",
         "",
-        "Binary sentiment (`negative`, `positive`) on English sentences: a small first tier answers the inputs it is",
+        f"{task_text} ({', '.join(f'`{label}`' for label in labels)}; metric {m}): a small first tier answers the inputs it is",
         "confident about and defers the rest to a fine-tuned second tier. Both tiers are INT8 OpenVINO IR.",
         tokenizer_text(models),
         "",
@@ -116,47 +141,65 @@ def main(argv=None):
         "## Recipe",
         "",
         f"- **Base model**: {base_text(args.build_flags, middle=teacher is not None)}",
-        f"- **Data**: GLUE SST-2, train.tsv (67,349 phrases) for training and calibration of INT8, dev.tsv (872 sentences) for model selection, the threshold and every figure below.",
-        f"- **Second tier**: {supplied_text(args.build_flags)}" if not trained and flag_value(args.build_flags, "--tier2-model") else f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first, teacher, args.phrase_labels)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
-        f"- **First tier**: {first_tier_text(args.tier1, work, labeller, corpus, augment, q1)}",
-        f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose accuracy reaches {cascade_target(calib)} of tier 2's; temperature {first_tier.temperature:.4g}.",
+        f"- **Data**: {data['text']}",
+        f"- **Second tier**: {supplied_text(args.build_flags)}" if not trained and flag_value(args.build_flags, "--tier2-model") else f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first, teacher, args.phrase_labels, m)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
+        f"- **First tier**: {first_tier_text(args.tier1, work, labeller, corpus, augment, q1, config.task)}",
+        f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose {m} reaches {cascade_target(calib)} of tier 2's; temperature {first_tier.temperature:.4g}.",
         "",
-        "## Dev accuracy (SST-2 dev, 872 sentences)",
+        f"## Dev {m} ({data['dev']}, {data['dev_rows']} rows)",
         "",
-        "| model | accuracy |",
+        f"| model | {m} |",
         "|---|---:|",
-        f"| second tier, PyTorch FP32 | {pct(trained.get('best_dev_accuracy'))} |",
-        f"| second tier, OpenVINO FP32 | {pct(q2.get('fp32_dev_accuracy'))} |",
+        f"| second tier, PyTorch FP32 | {pct(trained.get(f'best_dev_{m}'))} |",
+        f"| second tier, OpenVINO FP32 | {pct(q2.get(f'fp32_dev_{m}'))} |",
         f"| second tier, OpenVINO INT8 (shipped) | {pct(calib.get('last_metric'))} |",
-        f"| first tier ({args.tier1}), OpenVINO FP32 | {pct(q1.get('fp32_dev_accuracy'))} |",
+        f"| first tier ({args.tier1}), OpenVINO FP32 | {pct(q1.get(f'fp32_dev_{m}'))} |",
         f"| first tier ({args.tier1}), OpenVINO INT8 (shipped) | {pct(calib.get('first_metric'))} |",
         f"| **cascade at threshold {first_tier.threshold:.4g}** | **{pct(chosen.get('metric'))}**, {pct((chosen.get('deferral_rates') or [None])[0])} deferred |",
         "",
-        "Reproduce: `tango-edge calibrate --models models/sst2 --data ../shared/data/sst2/dev.tsv --no-write`.",
+        f"Reproduce: `tango-edge calibrate --models {models} --data {data['dev']} --no-write`.",
         "",
     ]
+    if test:
+        names = list(test["cascade"]["metrics"])
+        lines += [
+            f"## Held-out test ({test['data']}, {test['instances']} rows; the threshold chosen on dev)",
+            "",
+            "| model | " + " | ".join(names) + " | answered in the cascade |",
+            "|---|" + "---:|" * (len(names) + 1),
+        ]
+        for tier, share in zip(test["tiers"], test["cascade"]["answered_per_tier"]):
+            name = f"first tier ({args.tier1})" if tier["tier"] == 1 else "second tier"
+            lines.append(f"| {name} alone | " + " | ".join(pct(tier["metrics"][n]) for n in names) + f" | {pct(share)} |")
+        lines += [
+            "| **cascade** | " + " | ".join(f"**{pct(test['cascade']['metrics'][n])}**" for n in names) + " | |",
+            "",
+            f"Reproduce: `tango-edge evaluate --models {models} --data {test['data']}`.",
+            "",
+        ]
     if compare:
+        cm = compare.get("metric", "accuracy")
         lines += [
             "## First-tier candidates",
             "",
             f"Each made as the recipe above says for its kind, INT8, in the cascade with the INT8 second tier; speeds measured side by side in one run",
             f"({compare['rounds']} interleaved rounds, medians, tokenization included, batch {compare['batch_sizes']['tier1']} / {compare['batch_sizes']['tier2']};",
             f"tier 2 alone: {compare['tier2_throughput_per_s']:.0f} sentences/s). Speedup over tier 2 alone = t2 / (t1 + f t2) at the",
-            f"lowest deferral rate f that keeps {compare['target']:g} of tier 2's dev accuracy.",
+            f"lowest deferral rate f that keeps {compare['target']:g} of tier 2's dev {cm}.",
             "",
-            "| first tier | dev acc FP32 | dev acc INT8 | IR size | sentences/s | vs tier 2 | deferred | speedup |",
+            f"| first tier | dev {cm} FP32 | dev {cm} INT8 | IR size | inputs/s | vs tier 2 | deferred | speedup |",
             "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for arch, r in compare["students"].items():
             speed = "n/a" if r["speedup_at_target"] is None else f"{r['speedup_at_target']:.2f}x"
-            lines.append(f"| {student_name(arch)} | {pct(r['dev_accuracy_fp32'])} | {pct(r['dev_accuracy_int8'])} | {r['size_mb']} MB | {r['throughput_per_s']:.0f} | {r['vs_tier2']:.1f}x | {pct(r['deferral_at_target'])} | {speed} |")
-        lines += ["", f"Shipped: **{args.tier1}**. Reproduce: `python scripts/compare_tier1.py --work {work}{'' if args.tier2 == 'tier2' else ' --tier2 ' + args.tier2} --dev {args.data}/dev.tsv` (after a build).", ""]
+            lines.append(f"| {student_name(arch)} | {pct(r.get(f'dev_{cm}_fp32'))} | {pct(r.get(f'dev_{cm}_int8'))} | {r['size_mb']} MB | {r['throughput_per_s']:.0f} | {r['vs_tier2']:.1f}x | {pct(r['deferral_at_target'])} | {speed} |")
+        lines += ["", f"Shipped: **{args.tier1}**. Reproduce: `python scripts/compare_tier1.py --work {work}{'' if args.tier2 == 'tier2' else ' --tier2 ' + args.tier2} --dev {data['dev']}{compare_flags(args.build_flags)}` (after a build).", ""]
     lines += [
         "## Files",
         "",
         f"- `tier1/`, `tier2/`: `openvino_model.xml/.bin` (INT8), `tokenizer.json` and `openvino_tokenizer.xml/.bin` (the same tokenizer as an OpenVINO model; at run time the C++ core tokenizes plain-ASCII texts and this model the rest), `config.json` (labels), `quantize.json` (before/after accuracy and what was kept).",
         "- `cascade.json`: threshold, temperature, the deferral rate calibration measured (autotune times the cascade at it), task, metric, max length.",
-        "- `sample.txt`: 512 training sentences that `tango-edge autotune` times the tiers on.",
+        "- `sample.txt`: 512 training inputs that `tango-edge autotune` times the tiers on.",
         f"- Size: tier1 {folder_mb(models / 'tier1'):.1f} MB, tier2 {folder_mb(models / 'tier2'):.1f} MB.",
         "",
     ]
@@ -171,13 +214,14 @@ def tokenizer_text(models: Path) -> str:
     return "Each tier has its own tokenizer: the second tier tokenizes the inputs that reach it itself."
 
 
-def first_tier_text(arch: str, work: Path, labeller: str, corpus: int | None, augment: dict, q1: dict) -> str:
+def first_tier_text(arch: str, work: Path, labeller: str, corpus: int | None, augment: dict, q1: dict, task: str = "sst2") -> str:
     """How the shipped first tier was made: distilled by distill_tier1.py, or a truncated transformer trained by
     train_tier2.py on the gold labels and the same labelled corpus."""
+    why = ", since inputs are sentences and most training rows short phrases" if task == "sst2" else ""
     corpus_text = (
-        f"{corpus or '?'} sentences: the training phrases plus {augment['sentences'] or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word"
-        f" replacement, n-gram sampling; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row,"
-        f" since inputs are sentences and most training rows short phrases), all labelled by {labeller} (INT8) running in OpenVINO"
+        f"{corpus or '?'} inputs: the training rows plus {augment['sentences'] or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word"
+        f" replacement, n-gram sampling, on each sentence of a pair apart; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row{why}),"
+        f" all labelled by {labeller} (INT8) running in OpenVINO"
     )
     layers = transformer_student_layers(arch)
     if layers:
@@ -197,24 +241,24 @@ def first_tier_text(arch: str, work: Path, labeller: str, corpus: int | None, au
     )
 
 
-def self_distill_text(recipe: dict, first: dict | None, teacher: dict | None = None, phrase_labels: bool = False) -> str:
+def self_distill_text(recipe: dict, first: dict | None, teacher: dict | None = None, phrase_labels: bool = False, metric: str = "accuracy") -> str:
     if phrase_labels and recipe.get("extra_sentences"):  # a middle tier taught on the training rows by kept logits
         return (
-            f" Distilled: the {recipe['extra_sentences']} training phrases again, labelled by an earlier build's last tier"
+            f" Distilled: the {recipe['extra_sentences']} training rows again, labelled by an earlier build's last tier"
             f" (its logits kept: `--teacher-logits`), in {-(-recipe['extra_sentences'] // recipe.get('batch_size', 32))} extra batches"
             " spread among the labelled ones and fitted by soft cross-entropy."
         )
     if teacher is not None and recipe.get("extra_sentences"):  # a middle tier: a larger last tier labelled the corpus
         return (
             f" Distilled: {recipe['extra_sentences']} sentences of the distillation corpus below, labelled by the accurate"
-            f" cascade's last tier (INT8, dev {pct(next((a['dev_accuracy'] for a in teacher.get('attempts', []) if a['variant'] == teacher.get('kept')), None))}), mixed in at"
+            f" cascade's last tier (INT8, dev {metric} {pct(kept_score(teacher))}), mixed in at"
             f" {recipe['extra_ratio']:g} batches per labelled batch and fitted by soft cross-entropy."
         )
     if first is None or not recipe.get("extra_sentences"):
         return ""
     return (
         f" Self-distilled: this is a second run from the base model, {recipe['extra_sentences']} sentences of the distillation corpus"
-        f" below (labelled by a first run: {first.get('recipe', {}).get('epochs', '?'):g} epochs, dev {pct(first.get('best_dev_accuracy'))}, INT8)"
+        f" below (labelled by a first run: {first.get('recipe', {}).get('epochs', '?'):g} epochs, dev {metric} {pct(first.get(f'best_dev_{metric}'))}, INT8)"
         f" mixed in at {recipe['extra_ratio']:g} batches per labelled batch and fitted by soft cross-entropy."
     )
 
@@ -269,6 +313,29 @@ def student_schedule(student: dict) -> str:
         return ""
     average = f"an exponential moving average of the weights (decay {student['ema']:g})" if student.get("ema") else "the weights"
     return f"Adam, one-cycle lr {student['lr']:g}, {student['epochs']:g} epochs, length-bucketed batches of {student.get('batch_size', 128)}; {average} evaluated on dev every half epoch, the best kept."
+
+
+def data_files(data: str, build_flags: str, work: Path) -> dict:
+    """The files of the build (build_cascade.py's --train-file, --dev-file, --holdout, --test-file) and a sentence
+    on what each was used for."""
+    train_file = flag_value(build_flags, "--train-file") or "train.tsv"
+    train = Path(data) / train_file
+    holdout, test_file = flag_value(build_flags, "--holdout"), flag_value(build_flags, "--test-file")
+    if holdout:
+        dev = work / "dev_split.tsv"
+        text = f"`{train}` ({data_rows(train)} rows): {holdout} held out once (seeded) as dev, `{dev}`, for model selection and the threshold; the rest for training and calibration of INT8"
+    else:
+        dev = Path(data) / (flag_value(build_flags, "--dev-file") or "dev.tsv")
+        text = f"`{train}` ({data_rows(train)} rows) for training and calibration of INT8, `{dev}` ({data_rows(dev)} rows) for model selection, the threshold and the dev figures"
+    if test_file:
+        text += f"; `{Path(data) / test_file}` only for the held-out test figures"
+    return {"text": text + ".", "dev": str(dev), "dev_rows": data_rows(dev) if dev.exists() else "?"}
+
+
+def compare_flags(build_flags: str) -> str:
+    """compare_tier1.py's flags for a task other than SST-2's defaults."""
+    names = ("--text-columns", "--label-column", "--metric")
+    return "".join(f" {name} {shlex.quote(flag_value(build_flags, name))}" for name in names if flag_value(build_flags, name))
 
 
 def cascade_target(calib: dict) -> str:

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""INT8 post-training quantization of a tier with NNCF, kept only if it costs at most --max-drop accuracy.
+"""INT8 post-training quantization of a tier with NNCF, kept only if it costs at most --max-drop of the dev metric.
 
-Measures dev accuracy before and after in the tango-edge runtime. If plain PTQ (performance preset) loses more
-than --max-drop points, tries NNCF's remedies in order: the mixed preset, then accuracy-aware quantization
-(which returns layers to float until the drop fits), and keeps the first that fits; quantize.json records every
-attempt and what was kept.
+Measures the dev metric (--metric: accuracy, f1 or mcc) before and after in the tango-edge runtime. If plain
+PTQ (performance preset) loses more than --max-drop, tries NNCF's remedies in order: the mixed preset, then
+accuracy-aware quantization (which returns layers to float until the drop fits), and keeps the first that fits;
+quantize.json records every attempt and what was kept.
 
 Example:
     python scripts/quantize.py --model build/sst2/tier2_fp32 --calibration ../shared/data/sst2/train.tsv \\
@@ -25,15 +25,16 @@ import _common
 from _common import log
 
 from tango_edge.data import read_tsv
+from tango_edge.metrics import METRICS, metric_fn
 from tango_edge.tier import MODEL_BIN, MODEL_XML, Tier
 
 MAX_LENGTH = 128
 
 
-def dev_accuracy(folder: Path, texts: list, labels: list[int]) -> float:
+def dev_score(folder: Path, texts: list, labels: list[int], metric: str) -> float:
     tier = Tier(folder, max_length=MAX_LENGTH)
     predictions = tier.logits(tier.encoder.encode(texts), 32).argmax(1)
-    return float(np.mean(predictions == np.asarray(labels)))
+    return metric_fn(metric)(labels, predictions, len(tier.labels))
 
 
 def write_tier(ov_model, source: Path, output: Path) -> Path:
@@ -58,7 +59,8 @@ def main(argv=None):
     p.add_argument("--label-column", default="label")
     p.add_argument("--subset", type=int, default=1000, help="calibration sentences (300 lost 0.9 point on the MiniLM tier 2, 1000 lost 0.3)")
     p.add_argument("--transformer", action="store_true", help="use NNCF's transformer model type (attention patterns)")
-    p.add_argument("--max-drop", type=float, default=0.005, help="largest accepted accuracy loss (0.005 = 0.5 point)")
+    p.add_argument("--metric", choices=METRICS, default="accuracy", help="the dev metric the drop is measured in (f1: MRPC, mcc: CoLA)")
+    p.add_argument("--max-drop", type=float, default=0.005, help="largest accepted loss of the dev metric (0.005 = 0.5 point)")
     p.add_argument("--output", required=True)
     p.add_argument("--seed", type=int, default=5)
     args = p.parse_args(argv)
@@ -80,8 +82,9 @@ def main(argv=None):
     dev_encoded = list(zip(tier.encoder.encode(dev.texts), dev.labels))
     validation = nncf.Dataset(dev_encoded, lambda item: tier.inputs([item[0]]))
 
-    fp32 = dev_accuracy(source, dev.texts, dev.labels)
-    log.info("FP32 dev accuracy %.4f", fp32)
+    metric, score = args.metric, metric_fn(args.metric)
+    fp32 = dev_score(source, dev.texts, dev.labels, metric)
+    log.info("FP32 dev %s %.4f", metric, fp32)
     model_type = nncf.ModelType.TRANSFORMER if args.transformer else None
     attempts = []
 
@@ -89,14 +92,14 @@ def main(argv=None):
         model = quantize(ov.Core().read_model(source / MODEL_XML))
         candidate = output.with_name(output.name + f".{name}")
         write_tier(model, source, candidate)
-        acc = dev_accuracy(candidate, dev.texts, dev.labels)
-        attempts.append({"variant": name, "dev_accuracy": acc, "drop": fp32 - acc, "size_mb": round((candidate / MODEL_BIN).stat().st_size / 1e6, 2)})
-        log.info("%s: dev accuracy %.4f (drop %.4f)", name, acc, fp32 - acc)
-        return candidate, fp32 - acc <= args.max_drop
+        value = dev_score(candidate, dev.texts, dev.labels, metric)
+        attempts.append({"variant": name, f"dev_{metric}": value, "drop": fp32 - value, "size_mb": round((candidate / MODEL_BIN).stat().st_size / 1e6, 2)})
+        log.info("%s: dev %s %.4f (drop %.4f)", name, metric, value, fp32 - value)
+        return candidate, fp32 - value <= args.max_drop
 
     def validate(compiled, items):  # items is an iterable without len()
-        hits = [int(np.argmax(compiled(tier.inputs([enc]))[0])) == label for enc, label in items]
-        return sum(hits) / max(len(hits), 1)
+        pairs = [(label, int(np.argmax(compiled(tier.inputs([enc]))[0]))) for enc, label in items]
+        return score([g for g, _ in pairs], [p for _, p in pairs], len(tier.labels)) if pairs else 0.0
 
     variants = [
         ("ptq", lambda m: nncf.quantize(m, calibration, model_type=model_type, subset_size=len(encoded))),
@@ -116,14 +119,14 @@ def main(argv=None):
     if not attempts:
         raise SystemExit("error: every quantization variant failed; see the warnings above")
     if kept is None:  # nothing fits: keep the most accurate attempt and say so
-        kept = max(attempts, key=lambda a: a["dev_accuracy"])["variant"]
+        kept = max(attempts, key=lambda a: a[f"dev_{metric}"])["variant"]
         log.warning("no variant kept the drop within %.3f; keeping %s", args.max_drop, kept)
     if output.exists():
         shutil.rmtree(output)
     output.with_name(output.name + f".{kept}").rename(output)
     for attempt in attempts:
         shutil.rmtree(output.with_name(output.name + f".{attempt['variant']}"), ignore_errors=True)
-    report = {"fp32_dev_accuracy": fp32, "fp32_size_mb": round((source / MODEL_BIN).stat().st_size / 1e6, 2), "attempts": attempts, "kept": kept, "max_drop": args.max_drop, "calibration_sentences": len(encoded)}
+    report = {"metric": metric, f"fp32_dev_{metric}": fp32, "fp32_size_mb": round((source / MODEL_BIN).stat().st_size / 1e6, 2), "attempts": attempts, "kept": kept, "max_drop": args.max_drop, "calibration_sentences": len(encoded)}
     (output / "quantize.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("kept %s -> %s", kept, output)
     print(json.dumps(report))

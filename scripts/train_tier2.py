@@ -42,6 +42,7 @@ import sequence_classifier
 from _common import log
 
 from tango_edge.data import read_tsv
+from tango_edge.metrics import METRICS, metric_fn
 
 MAX_LENGTH = 64  # training truncation (the runtime truncates at cascade.json's max_length)
 # The recipe keys build_cascade.py passes through (as --tier2-<key>) to the last tier's run.
@@ -69,6 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--pooling", choices=sequence_classifier.POOLINGS, default=DEFAULTS["pooling"], help="what the head reads: the [CLS] token or the mean of the token vectors (see sequence_classifier.py)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average evaluated and saved (0: raw weights)")
     p.add_argument("--eval-every", type=int, default=300, help="steps between dev evaluations")
+    p.add_argument("--metric", choices=METRICS, default="accuracy", help="what dev selection maximises (f1: MRPC, mcc: CoLA)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seeds the classifier head's initialisation and dropout")
     p.add_argument("--data-seed", type=int, default=None, help="seeds the batch order (default: --seed); runs that differ only here can be averaged")
     p.add_argument("--rdrop", type=float, default=DEFAULTS["rdrop"], help="weight of R-Drop's consistency loss between two dropout passes (0: off; doubles a step's work)")
@@ -121,20 +123,20 @@ def autocast(torch, precision: str):
     return torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
 
 
-def evaluate(torch, model, dev, dev_labels, pad_id, batch_size=128, precision="fp32"):
-    """Accuracy on (ids, type ids or None) rows, in length-sorted batches."""
+def evaluate(torch, model, dev, dev_labels, pad_id, batch_size=128, precision="fp32", metric="accuracy"):
+    """`metric` on (ids, type ids or None) rows, in length-sorted batches."""
     dev_ids, dev_types = dev
     model.eval()
     order = sorted(range(len(dev_ids)), key=lambda i: len(dev_ids[i]))
-    correct = 0
+    predicted = [0] * len(order)
     with torch.inference_mode(), autocast(torch, precision):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             inputs = _common.model_inputs(torch, [dev_ids[i] for i in idx], pad_id, None if dev_types is None else [dev_types[i] for i in idx])
-            pred = model(**inputs).logits.argmax(-1)
-            correct += sum(int(p) == dev_labels[i] for p, i in zip(pred.tolist(), idx))
+            for i, p in zip(idx, model(**inputs).logits.argmax(-1).tolist()):
+                predicted[i] = p
     model.train()
-    return correct / len(order)
+    return metric_fn(metric)(dev_labels, predicted, model.config.num_labels)
 
 
 def layer_depth(name: str, num_layers: int) -> int:
@@ -243,10 +245,12 @@ def main(argv=None):
         if "rng" in state:  # dropout masks continue as if never interrupted
             torch.set_rng_state(state["rng"])
         step, best = state["step"], state["best"]
-        log.info("resumed at step %d (best dev %.4f)", step, best)
+        if state.get("metric", "accuracy") != args.metric:
+            raise SystemExit(f"error: {state_path} selects on dev {state.get('metric', 'accuracy')}, not --metric {args.metric}: rerun with that, or start in a fresh --output")
+        log.info("resumed at step %d (best dev %s %.4f)", step, args.metric, best)
 
     def save_state() -> None:
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "best": best, "rng": torch.get_rng_state()}
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "step": step, "best": best, "metric": args.metric, "rng": torch.get_rng_state()}
         if averaged is not None:
             state["averaged"] = averaged.state_dict()
         tmp = state_path.with_suffix(".tmp")
@@ -287,11 +291,11 @@ def main(argv=None):
         step += 1
         window_loss += loss.item()
         if step % args.eval_every == 0 or step == total_steps:
-            acc = evaluate(torch, kept, dev_encoded, dev.labels, tokenizer.pad_token_id, precision=args.precision)
+            score = evaluate(torch, kept, dev_encoded, dev.labels, tokenizer.pad_token_id, precision=args.precision, metric=args.metric)
             rate = (time.perf_counter() - started) / args.eval_every
-            log.info("step %d/%d loss %.4f dev acc %.4f (%.2f s/step)", step, total_steps, window_loss / args.eval_every, acc, rate)
-            if acc > best:
-                best = acc
+            log.info("step %d/%d loss %.4f dev %s %.4f (%.2f s/step)", step, total_steps, window_loss / args.eval_every, args.metric, score, rate)
+            if score > best:
+                best = score
                 kept.save_pretrained(best_dir)
                 tokenizer.save_pretrained(best_dir)
             save_state()
@@ -302,10 +306,10 @@ def main(argv=None):
         print(json.dumps({"stopped_at_step": step, "total_steps": total_steps}))
         return
     recipe = {"lr": args.lr, "layer_decay": args.layer_decay, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "rdrop": args.rdrop, "num_layers": model.config.num_hidden_layers, "precision": args.precision, "seed": args.seed, "data_seed": args.data_seed, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
-    (out / "result.json").write_text(json.dumps({"best_dev_accuracy": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
+    (out / "result.json").write_text(json.dumps({"metric": args.metric, f"best_dev_{args.metric}": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
     state_path.unlink(missing_ok=True)  # finished: the best model is in best/
-    log.info("done: best dev accuracy %.4f, model in %s", best, best_dir)
-    print(json.dumps({"best_dev_accuracy": best}))
+    log.info("done: best dev %s %.4f, model in %s", args.metric, best, best_dir)
+    print(json.dumps({f"best_dev_{args.metric}": best}))
 
 
 if __name__ == "__main__":

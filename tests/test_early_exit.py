@@ -114,6 +114,8 @@ def test_train_ramps_learns_each_layers_features():
     assert [r["layer"] for r in report] == [1, 2]
     assert report[0]["dev_accuracy"] > 0.9
     assert report[1]["dev_accuracy"] < 0.75
+    _, by_mcc = deebert.train_ramps(model, features[:, :500], labels[:500], features[:, 500:], labels[500:], epochs=10, lr=3e-3, batch_size=64, seed=0, metric="mcc")
+    assert by_mcc[0]["dev_mcc"] > 0.8 and by_mcc[1]["dev_mcc"] < 0.5 and "dev_accuracy" not in by_mcc[0]
 
 
 def test_early_exit_curve_prices_each_input_up_to_its_exit_layer():

@@ -167,7 +167,7 @@ def test_build_cascade_distils_a_middle_tier_and_stacks_the_accurate_cascade(tmp
     assert f"--tokenizer {work4 / 'middle_int8'} --init-embeddings {middle_base} " in log
     assert np.load(work4 / "distill.logits.npy").shape == (len((work4 / "distill.txt").read_text().splitlines()), 2)
     card = (compact / "README.md").read_text()
-    assert "training phrases again, labelled by an earlier build's last tier" in card and "all labelled by the second tier" in card
+    assert "training rows again, labelled by an earlier build's last tier" in card and "all labelled by the second tier" in card
     assert (compact / "tier1" / "tokenizer.json").read_bytes() == (compact / "tier2" / "tokenizer.json").read_bytes()  # tokenized once
     with Cascade.from_dir(compact) as cascade:
         assert {p.tier for p in cascade.predict(["the film was great", "a dull story"])} <= {1, 2}
@@ -177,18 +177,24 @@ def test_build_cascade_distils_a_middle_tier_and_stacks_the_accurate_cascade(tmp
         assert refused.returncode == 2 and message in refused.stderr
 
 
-def write_pair_task(folder, n_train=96, seed=0):
-    """A paraphrase-like pair task with no dev file: label 1 when both sentences carry the same key word."""
+def write_pair_task(folder, n_train=96, n_test=30, seed=0):
+    """A paraphrase-like pair task with no dev file, and a test file: label 1 when both sentences carry the same
+    key word."""
     rng = random.Random(seed)
     keys, filler = ["great", "dull", "moving", "awful"], "the film was a with story cast and".split()
-    rows = []
-    for _ in range(n_train):
-        first, label = rng.choice(keys), rng.randint(0, 1)
-        second = first if label else rng.choice([k for k in keys if k != first])
-        side = lambda key: " ".join(rng.sample(filler, rng.randint(3, 6)) + [key])
-        rows.append(f"{label}\t{side(first)}\t{side(second)}")
+
+    def rows(n):
+        out = []
+        for _ in range(n):
+            first, label = rng.choice(keys), rng.randint(0, 1)
+            second = first if label else rng.choice([k for k in keys if k != first])
+            side = lambda key: " ".join(rng.sample(filler, rng.randint(3, 6)) + [key])
+            out.append(f"{label}\t{side(first)}\t{side(second)}")
+        return "label\tone\ttwo\n" + "\n".join(out) + "\n"
+
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "train.tsv").write_text("label\tone\ttwo\n" + "\n".join(rows) + "\n")
+    (folder / "train.tsv").write_text(rows(n_train))
+    (folder / "test.tsv").write_text(rows(n_test))
     return folder
 
 
@@ -199,7 +205,7 @@ def test_build_cascade_on_a_pair_task_with_a_held_out_dev_set(tmp_path):
     base = tiny_models.make_bert(tmp_path / "base", seed=3)
     data = write_pair_task(tmp_path / "data")
     work, output = tmp_path / "work", tmp_path / "cascade"
-    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--base", str(base), "--task", "pairs", "--label-names", "different,same", "--text-columns", "one,two", "--metric", "f1", "--holdout", "24", "--archs", "cnn", "--tier2-epochs", "1", "--student-epochs", "1", "--per-sentence", "2", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9"]
+    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(output), "--base", str(base), "--task", "pairs", "--label-names", "different,same", "--text-columns", "one,two", "--metric", "f1", "--holdout", "24", "--test-file", "test.tsv", "--archs", "cnn", "--tier2-epochs", "1", "--student-epochs", "1", "--per-sentence", "2", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9"]
     result = subprocess.run(command, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:] + (work / "build.log").read_text()[-3000:]
     assert len((work / "dev_split.tsv").read_text().splitlines()) == 25 and len((work / "train_split.tsv").read_text().splitlines()) == 73
@@ -210,6 +216,17 @@ def test_build_cascade_on_a_pair_task_with_a_held_out_dev_set(tmp_path):
     with Cascade.from_dir(output) as cascade:
         answers = cascade.predict([("the film was great", "a great cast"), ("a dull story", "moving")])
     assert [p.label in ("different", "same") for p in answers] == [True, True]
+    # Every selection and check is in F1; the test file is only evaluated, at the threshold chosen on dev.
+    assert json.loads((work / "tier2_torch" / "result.json").read_text())["metric"] == "f1" and "best_dev_f1" in json.loads((work / "tier2_torch" / "result.json").read_text())
+    assert "best_dev_f1" in json.loads((work / "tier1_cnn" / "result.json").read_text())
+    assert json.loads((output / "tier2" / "quantize.json").read_text())["metric"] == "f1"
+    test = json.loads((work / "test.json").read_text())
+    assert test["instances"] == 30 and test["metric"] == "f1" and test["thresholds"] == [config["tiers"][0]["threshold"]]
+    card = (output / "README.md").read_text()
+    assert "## Dev f1" in card and "## Held-out test" in card and f"--data {data / 'test.tsv'}" in card
+    assert "dev_split.tsv" in card and "(tango-edge default)" not in card and "`different`, `same`" in card
+    refused = subprocess.run(command[:-2] + ["--test-file", "missing.tsv"] + command[-2:], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--test-file missing.tsv: no such file" in refused.stderr
 
 
 def test_stack_cascade_makes_a_calibratable_folder_of_existing_tiers(tiny_cascade, tiny_irs, tmp_path):
@@ -677,6 +694,8 @@ def test_train_tier2_resumes_to_the_same_model_as_an_uninterrupted_run(tmp_path)
     split = tmp_path / "split"
     train_tier2.main([*common, "--output", str(split), "--stop-after-steps", "3"])
     assert (split / "state.pt").exists() and not (split / "result.json").exists()
+    with pytest.raises(SystemExit, match="selects on dev accuracy, not --metric mcc"):  # its best-so-far is an accuracy
+        train_tier2.main([*common, "--output", str(split), "--metric", "mcc"])
     train_tier2.main([*common, "--output", str(split)])
     assert "resumed at step 3" in (split / "train.log").read_text()
     whole, resumed = (json.loads((d / "result.json").read_text()) for d in (tmp_path / "whole", split))
