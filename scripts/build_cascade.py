@@ -49,7 +49,7 @@ def parse_args(argv=None):
     p.add_argument("--data", required=True, help="folder with train.tsv and dev.tsv")
     p.add_argument("--train-file", default="train.tsv")
     p.add_argument("--dev-file", default="dev.tsv")
-    p.add_argument("--test-file", default=None, help="a labelled file in --data for held-out figures only (MRPC: test.tsv): `tango-edge evaluate` runs each cascade on it at the threshold chosen on dev, and the model card reports it")
+    p.add_argument("--test-file", default=None, help="a labelled file in --data for held-out figures only (MRPC: test.tsv): `tango-edge evaluate` runs each cascade on it at the thresholds chosen on dev (<work>/test.json, test_accurate.json), and --output's model card reports it")
     p.add_argument("--task", default="sst2")
     p.add_argument("--label-names", default="negative,positive")
     p.add_argument("--text-columns", default="sentence", help="the text column, or two comma-separated for a pair task")
@@ -109,11 +109,21 @@ def parse_args(argv=None):
         p.error("--teacher-logits needs --middle-base: the kept labels train the students, and without a last tier built here the shipped second tier is the middle one")
     if args.teacher_logits and args.accurate_output and not args.tier2_model:
         p.error("--teacher-logits with --accurate-output needs --tier2-model, the model that made those logits: a last tier trained again here would not be the one that made them")
+    if args.metric == "f1" and len(args.label_names.split(",")) != 2:
+        p.error(f"--metric f1 is binary F1 (of the second label); --label-names gives {len(args.label_names.split(','))} labels: use accuracy or mcc")
     if args.test_file and not (Path(args.data) / args.test_file).is_file():
         p.error(f"--test-file {args.test_file}: no such file in {args.data}")
     if args.tier2_model and not (Path(args.tier2_model) / "config.json").is_file():
         p.error(f"--tier2-model {args.tier2_model}: no config.json there (expected a transformers model folder)")
     return args
+
+
+def check_metric(work: Path, metric: str) -> None:
+    """A work folder keeps one task metric: its finished stages selected their tiers by it."""
+    kept = work / "metric.txt"
+    if kept.exists() and kept.read_text().strip() != metric:
+        raise SystemExit(f"error: {work} was built with --metric {kept.read_text().strip()}; its finished stages chose their tiers by that: use it, or another --work")
+    kept.write_text(metric + "\n")
 
 
 def resolve_base(base: str | None) -> str | None:
@@ -172,6 +182,7 @@ def main(argv=None):
     columns = ["--text-columns", args.text_columns, "--label-column", args.label_column]
     scoring = ["--metric", args.metric]  # model selection, the INT8 check and the threshold all keep this metric
     stages = Stages(work, args.stop_after)
+    check_metric(work, args.metric)
     resolved = None if args.tier2_model else resolve_base(args.base)
     base = ["--base", resolved] if resolved else []
     limit = ["--max-train", args.tier2_max_train] if args.tier2_max_train else []

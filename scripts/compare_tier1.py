@@ -81,8 +81,8 @@ def main(argv=None):
         }
     best = max((a for a in rows if rows[a]["speedup_at_target"] is not None), key=lambda a: rows[a]["speedup_at_target"])
     result = {"metric": m, "target": args.target, f"tier2_dev_{m}_int8": analysis.metric2, "tier2_throughput_per_s": speed["tier2"]["median"], "tier2_spread": [speed["tier2"]["min"], speed["tier2"]["max"]], "rounds": args.rounds, "batch_sizes": {"tier1": args.tier1_batch_size, "tier2": args.tier2_batch_size}, "students": rows, "best": best}
-    print(f"tier 2 (INT8): dev {m} {100 * analysis.metric2:.2f}%, {speed['tier2']['median']:.0f} sentences/s")
-    print(f"| first tier | dev {m} FP32 | dev {m} INT8 | size MB | sentences/s | vs tier 2 | deferred at {args.target:g} | speedup at {args.target:g} |")
+    print(f"tier 2 (INT8): dev {m} {100 * analysis.metric2:.2f}%, {speed['tier2']['median']:.0f} inputs/s")
+    print(f"| first tier | dev {m} FP32 | dev {m} INT8 | size MB | inputs/s | vs tier 2 | deferred at {args.target:g} | speedup at {args.target:g} |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for arch, r in rows.items():
         deferred = "n/a" if r["deferral_at_target"] is None else f"{100 * r['deferral_at_target']:.1f}%"

@@ -115,7 +115,7 @@ def main(argv=None):
     q1 = load(work / f"tier1_{args.tier1}_int8" / "quantize.json") or {}
     compare = load(work / "compare.json") or {}
     calib = load(work / "calibrate.json") or {}
-    test = load(work / "test.json")
+    test = load(work / "test.json") if flag_value(args.build_flags, "--test-file") else None  # not an earlier build's
     first_tier = config.tiers[0]
     corpus = sum(1 for _ in open(work / "distill.txt", encoding="utf-8")) if (work / "distill.txt").exists() else None
     augment = load(work / "augmented.json") or {"sentences": None, "per_long_sentence": "?", "long_words": 10, "per_sentence": "?"}
@@ -143,7 +143,7 @@ def main(argv=None):
         f"- **Base model**: {base_text(args.build_flags, middle=teacher is not None)}",
         f"- **Data**: {data['text']}",
         f"- **Second tier**: {supplied_text(args.build_flags)}" if not trained and flag_value(args.build_flags, "--tier2-model") else f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first, teacher, args.phrase_labels, m)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
-        f"- **First tier**: {first_tier_text(args.tier1, work, labeller, corpus, augment, q1, config.task)}",
+        f"- **First tier**: {first_tier_text(args.tier1, work, labeller, corpus, augment, q1, config.task, config.is_pair_task)}",
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose {m} reaches {cascade_target(calib)} of tier 2's; temperature {first_tier.temperature:.4g}.",
         "",
         f"## Dev {m} ({data['dev']}, {data['dev_rows']} rows)",
@@ -184,7 +184,7 @@ def main(argv=None):
             "",
             f"Each made as the recipe above says for its kind, INT8, in the cascade with the INT8 second tier; speeds measured side by side in one run",
             f"({compare['rounds']} interleaved rounds, medians, tokenization included, batch {compare['batch_sizes']['tier1']} / {compare['batch_sizes']['tier2']};",
-            f"tier 2 alone: {compare['tier2_throughput_per_s']:.0f} sentences/s). Speedup over tier 2 alone = t2 / (t1 + f t2) at the",
+            f"tier 2 alone: {compare['tier2_throughput_per_s']:.0f} inputs/s). Speedup over tier 2 alone = t2 / (t1 + f t2) at the",
             f"lowest deferral rate f that keeps {compare['target']:g} of tier 2's dev {cm}.",
             "",
             f"| first tier | dev {cm} FP32 | dev {cm} INT8 | IR size | inputs/s | vs tier 2 | deferred | speedup |",
@@ -197,7 +197,7 @@ def main(argv=None):
     lines += [
         "## Files",
         "",
-        f"- `tier1/`, `tier2/`: `openvino_model.xml/.bin` (INT8), `tokenizer.json` and `openvino_tokenizer.xml/.bin` (the same tokenizer as an OpenVINO model; at run time the C++ core tokenizes plain-ASCII texts and this model the rest), `config.json` (labels), `quantize.json` (before/after accuracy and what was kept).",
+        f"- `tier1/`, `tier2/`: `openvino_model.xml/.bin` (INT8), `tokenizer.json` and `openvino_tokenizer.xml/.bin` (the same tokenizer as an OpenVINO model; at run time the C++ core tokenizes plain-ASCII texts and this model the rest), `config.json` (labels), `quantize.json` (the dev metric before and after, and what was kept).",
         "- `cascade.json`: threshold, temperature, the deferral rate calibration measured (autotune times the cascade at it), task, metric, max length.",
         "- `sample.txt`: 512 training inputs that `tango-edge autotune` times the tiers on.",
         f"- Size: tier1 {folder_mb(models / 'tier1'):.1f} MB, tier2 {folder_mb(models / 'tier2'):.1f} MB.",
@@ -214,13 +214,14 @@ def tokenizer_text(models: Path) -> str:
     return "Each tier has its own tokenizer: the second tier tokenizes the inputs that reach it itself."
 
 
-def first_tier_text(arch: str, work: Path, labeller: str, corpus: int | None, augment: dict, q1: dict, task: str = "sst2") -> str:
+def first_tier_text(arch: str, work: Path, labeller: str, corpus: int | None, augment: dict, q1: dict, task: str = "sst2", pairs: bool = False) -> str:
     """How the shipped first tier was made: distilled by distill_tier1.py, or a truncated transformer trained by
     train_tier2.py on the gold labels and the same labelled corpus."""
     why = ", since inputs are sentences and most training rows short phrases" if task == "sst2" else ""
+    apart = ", on each sentence of a pair apart" if pairs else ""
     corpus_text = (
         f"{corpus or '?'} inputs: the training rows plus {augment['sentences'] or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word"
-        f" replacement, n-gram sampling, on each sentence of a pair apart; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row{why}),"
+        f" replacement, n-gram sampling{apart}; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row{why}),"
         f" all labelled by {labeller} (INT8) running in OpenVINO"
     )
     layers = transformer_student_layers(arch)

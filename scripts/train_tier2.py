@@ -237,6 +237,8 @@ def main(argv=None):
     step, best = 0, -1.0
     if state_path.exists():  # resume
         state = torch.load(state_path, weights_only=False)
+        if state.get("metric", "accuracy") != args.metric:
+            raise SystemExit(f"error: {state_path} selects on dev {state.get('metric', 'accuracy')}, not --metric {args.metric}: rerun with that, or start in a fresh --output")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -245,8 +247,6 @@ def main(argv=None):
         if "rng" in state:  # dropout masks continue as if never interrupted
             torch.set_rng_state(state["rng"])
         step, best = state["step"], state["best"]
-        if state.get("metric", "accuracy") != args.metric:
-            raise SystemExit(f"error: {state_path} selects on dev {state.get('metric', 'accuracy')}, not --metric {args.metric}: rerun with that, or start in a fresh --output")
         log.info("resumed at step %d (best dev %s %.4f)", step, args.metric, best)
 
     def save_state() -> None:

@@ -256,18 +256,18 @@ def log(message: str) -> None:
     print(f"calibrate: {message}", file=sys.stderr, flush=True)
 
 
-def load_labelled(path: str, config, num_classes: int):
-    """The calibration data, with the columns cascade.json names, checked against the tiers' labels."""
+def load_labelled(path: str, config, num_classes: int, purpose: str = "calibration"):
+    """Labelled data (for `purpose`), with the columns cascade.json names, checked against the tiers' labels."""
     from .data import read_tsv
 
     try:
         data = read_tsv(path, config.text_columns, config.label_column)
     except FileNotFoundError:
-        raise TangoEdgeError(f"calibration data {path} does not exist") from None
+        raise TangoEdgeError(f"{purpose} data {path} does not exist") from None
     except (OSError, ValueError, UnicodeDecodeError, StopIteration) as exc:
-        raise TangoEdgeError(f"cannot read calibration data {path}: {exc}") from None
+        raise TangoEdgeError(f"cannot read {purpose} data {path}: {exc}") from None
     if len(data.labels) < 2:
-        raise TangoEdgeError(f"{path} holds {len(data.labels)} labelled rows; calibration needs more (a dev set)")
+        raise TangoEdgeError(f"{path} holds {len(data.labels)} labelled rows; {purpose} needs more")
     gold = np.asarray(data.labels, dtype=np.int64)
     if gold.min() < 0 or gold.max() >= num_classes:
         raise TangoEdgeError(f"{path}: labels must be class indices 0..{num_classes - 1}; found {sorted(set(data.labels))[:10]}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -26,11 +26,12 @@ def metric_names(primary: str, num_classes: int) -> list[str]:
 
 
 def scores(gold: np.ndarray, predicted: np.ndarray, num_classes: int, names: Sequence[str]) -> dict[str, float]:
+    """Each named metric of `predicted` against `gold`."""
     counts = confusion(gold, predicted, num_classes)
     return {name: float(confusion_metric_fn(name)(counts)) for name in names}
 
 
-def evaluate(directory: str | Path, data: str, *, thresholds: Sequence[float] | None = None, device: str = "CPU", progress=None) -> dict:
+def evaluate(directory: str | Path, data: str, *, thresholds: Sequence[float] | None = None, device: str = "CPU", progress: Callable[[str], None] | None = None) -> dict:
     """Run the cascade, then each tier alone, over the labelled file `data`; every figure in one dict."""
     from .calibrate import load_labelled
     from .cascade import Cascade
@@ -38,7 +39,9 @@ def evaluate(directory: str | Path, data: str, *, thresholds: Sequence[float] | 
     say = progress or (lambda message: None)
     with Cascade.from_dir(directory, thresholds=thresholds, device=device) as cascade:
         config, labels = cascade.config, cascade.labels
-        texts, gold = load_labelled(data, config, len(labels))
+        if config.metric == "f1" and len(labels) != 2:
+            raise TangoEdgeError(f"metric f1 is binary F1 but the task has {len(labels)} classes; set metric to accuracy or mcc in cascade.json")
+        texts, gold = load_labelled(data, config, len(labels), purpose="evaluation")
         say(f"the cascade on {len(texts)} inputs at thresholds {config.thresholds} ...")
         answers = cascade.predict(texts)
         bad = next((i for i, a in enumerate(answers) if a.error is not None), None)
@@ -90,6 +93,9 @@ def format_evaluation(results: dict) -> str:
 def evaluate_command(args) -> int:
     results = evaluate(args.models, args.data, thresholds=args.thresholds, device=args.device, progress=lambda m: print(f"evaluate: {m}", file=sys.stderr, flush=True))
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        try:
+            Path(args.json_out).write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:
+            raise TangoEdgeError(f"cannot write {args.json_out}: {exc.strerror}") from None
     print(format_evaluation(results))
     return 0

@@ -227,6 +227,17 @@ def test_build_cascade_on_a_pair_task_with_a_held_out_dev_set(tmp_path):
     assert "dev_split.tsv" in card and "(tango-edge default)" not in card and "`different`, `same`" in card
     refused = subprocess.run(command[:-2] + ["--test-file", "missing.tsv"] + command[-2:], capture_output=True, text=True)
     assert refused.returncode == 2 and "--test-file missing.tsv: no such file" in refused.stderr
+    other_metric = [a if a != "f1" else "accuracy" for a in command]  # the finished stages chose their tiers by F1
+    refused = subprocess.run(other_metric, capture_output=True, text=True)
+    assert refused.returncode == 1 and "was built with --metric f1" in refused.stderr
+
+
+def test_build_cascade_refuses_binary_f1_on_three_labels(capsys):
+    import build_cascade
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_cascade.parse_args(["--data", "d", "--work", "w", "--output", "o", "--metric", "f1", "--label-names", "a,b,c"])
+    assert exit_info.value.code == 2 and "--metric f1 is binary F1" in capsys.readouterr().err
 
 
 def test_stack_cascade_makes_a_calibratable_folder_of_existing_tiers(tiny_cascade, tiny_irs, tmp_path):
