@@ -773,3 +773,25 @@ def test_bench_online_times_threads_asyncio_and_predict_on_the_tiny_cascade(tiny
     assert [row["level"] for row in results["levels"]] == ["threads 1", "threads 4", "asyncio 1", "asyncio 4"]
     assert all(row["rounds"][0]["requests"] == 40 and row["per_s"] > 0 for row in results["levels"])
     assert results["predict_per_s"] > 0 and results["stats"]["errors"] == 0
+
+
+def test_paper_table2_lays_out_each_task_and_target(tmp_path, capsys):
+    import paper_table2
+
+    def entry(rate, speedup):
+        return {"deferral_rate": rate, "speedup": speedup}
+
+    table = {"0.99": {"random": entry(0.9, 1.1), "cascade": entry(0.3, 2.5), "oracle": entry(0.1, 9.0)}, "0.98": {"random": entry(0.8, 1.2), "cascade": None, "oracle": entry(0.1, 9.5)}}
+    results = {
+        "metric": "f1", "last_metric": 0.9012, "table2": table, "table2_batch1": table,
+        "table3": {"batch1": {"cascade_0.99": 50.0, "cascade_0.98": None}, "tuned": {"cascade_0.99": 125.0, "cascade_0.98": None}},
+        "early_exit": {"table": {"0.99": {"speedup_batch1": 1.25, "measured_speedup_batch1": 1.5}, "0.98": None}},
+    }
+    path = tmp_path / "mrpc.json"
+    path.write_text(json.dumps(results))
+    assert paper_table2.main([f"MRPC={path}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2] == "| MRPC | f1 90.12 | 99% | 1.10x | **2.50x** | 9.00x | 1.25x (1.50x run) | 2.50x | 50 -> 125/s (2.50x) | 2.0x / 1.2x |"
+    assert lines[-1] == "| MRPC | f1 90.12 | 98% | 1.20x | **n/a** | 9.50x | n/a | n/a | n/a |  |"
+    with pytest.raises(SystemExit):
+        paper_table2.main(["MRPC"])
