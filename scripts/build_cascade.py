@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Rebuild a shipped cascade end to end, resumably: fine-tune tier 2, export and quantize it, augment and
-label the distillation corpus with it, distil the first-tier candidates, export and quantize them, optionally
-fine-tune tier 2 again with that corpus mixed in (self-distillation: the shipped tier 2 is then this second
-run, the corpus keeps the first run's labels) or distil a smaller middle tier from it (--middle-base), compare
+label the distillation corpus with it, optionally distil a smaller middle tier from it (--middle-base), distil
+the first-tier candidates, export and quantize them, optionally fine-tune tier 2 again with that corpus mixed in
+(self-distillation: the shipped tier 2 is then this second run, the corpus keeps the first run's labels), compare
 the first tiers in the cascade, and assemble the cascade folder (tier1/, tier2/, cascade.json, sample.txt,
 README.md). With --middle-base, --output is first tier -> middle (compact) and --accurate-output first tier ->
 middle -> last.
@@ -250,7 +250,10 @@ def main(argv=None):
         stages.run("label", py + [str(SCRIPTS / "label_teacher.py"), "--model", str(work / "tier2_int8"), "--texts", str(corpus), "--output", str(logits)])
         if not logits.with_suffix(".sha256").exists():  # what --teacher-logits checks when a later build reuses them
             logits.with_suffix(".sha256").write_text(f"{file_sha256(corpus)}  {corpus.name}\n")
-    # The first tiers need only the labelled corpus: they run before the middle or self-distilled tier-2 runs.
+    # The middle tier and the first tiers each need only the labelled corpus; the middle tier, the longest stage,
+    # runs first so that a time-boxed session spends its hours on it.
+    if args.middle_base and not phrase_labels:
+        run_middle(corpus, logits)
     archs = args.archs.split(",")
     epochs = ["--epochs", args.student_epochs] if args.student_epochs else []
     corpus_labels = ["--extra-texts", str(corpus), "--extra-logits", str(logits)]
@@ -271,8 +274,6 @@ def main(argv=None):
         stages.run("tier2-self-distill", *tier2_commands(tier2, "--epochs", args.self_distill_epochs, *corpus_labels, "--extra-ratio", args.self_distill))
     if args.middle_base:
         tier2 = MIDDLE
-        if not phrase_labels:
-            run_middle(corpus, logits)
     stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--tier2", tier2, "--archs", args.archs, "--dev", dev, *columns, "--metric", args.metric, "--target", args.target, "--rounds", args.rounds, "--output", str(work / "compare.json")])
     chosen = json.loads((work / "compare.json").read_text())["best"] if args.tier1 == "auto" else args.tier1
     assemble(work, output, chosen, tier2, args, train, dev)
