@@ -75,6 +75,7 @@ def parse_args(argv=None):
     p.add_argument("--per-sentence", default="2", help="augmented sentences tried per short training row")
     p.add_argument("--per-long-sentence", default="40", help="augmented sentences tried per training row of 10+ words")
     p.add_argument("--target", default="0.99", help="share of tier 2's dev accuracy the shipped threshold keeps")
+    p.add_argument("--max-length", default=str(train_tier2.MAX_LENGTH), help="tokens every trained tier sees in training (longer inputs are truncated; the runtime truncates at cascade.json's max_length): 128 for MRPC's pairs")
     p.add_argument("--tier2-max-train", default=None, help="limit tier-2 training rows (smoke runs)")
     p.add_argument("--rounds", default="5", help="timed rounds when comparing first tiers and calibrating")
     p.add_argument("--student-epochs", default=None, help="override the first tiers' epochs (smoke runs): passes over the corpus for distilled students, labelled epochs for minilmN (default 3)")
@@ -181,6 +182,7 @@ def main(argv=None):
         train, dev = hold_out(train, args.holdout, work)
     columns = ["--text-columns", args.text_columns, "--label-column", args.label_column]
     scoring = ["--metric", args.metric]  # model selection, the INT8 check and the threshold all keep this metric
+    truncation = ["--max-length", args.max_length]
     stages = Stages(work, args.stop_after)
     check_metric(work, args.metric)
     resolved = None if args.tier2_model else resolve_base(args.base)
@@ -193,7 +195,7 @@ def main(argv=None):
         """Fine-tune (unless `trained` is given), export and quantize a transformer tier into <work>/<prefix>_torch,
         _fp32, _int8."""
         model = trained or work / f"{prefix}_torch" / "best"
-        train_command = [] if trained else [py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, *columns, *scoring, "--label-names", args.label_names, *tuning_flags, *train_flags, "--output", str(work / f"{prefix}_torch"), *base_flags, *limit]]
+        train_command = [] if trained else [py + [str(SCRIPTS / "train_tier2.py"), "--train", train, "--dev", dev, *columns, *scoring, *truncation, "--label-names", args.label_names, *tuning_flags, *train_flags, "--output", str(work / f"{prefix}_torch"), *base_flags, *limit]]
         return train_command + [
             py + [str(SCRIPTS / "export.py"), "transformer", "--model", str(model), "--output", str(work / f"{prefix}_fp32")],
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"{prefix}_fp32"), "--calibration", train, "--dev", dev, *columns, *scoring, "--transformer", "--max-drop", args.max_drop, "--output", str(work / f"{prefix}_int8")],
@@ -264,7 +266,7 @@ def main(argv=None):
             continue
         stages.run(
             f"tier1-{arch}",
-            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, *columns, *scoring, "--tokenizer", str(student_tokenizer), "--init-embeddings", str(labeller_model), "--output", str(work / f"tier1_{arch}"), *epochs],
+            py + [str(SCRIPTS / "distill_tier1.py"), "--arch", arch, "--texts", str(corpus), "--logits", str(work / "distill.logits.npy"), "--dev", dev, *columns, *scoring, *truncation, "--tokenizer", str(student_tokenizer), "--init-embeddings", str(labeller_model), "--output", str(work / f"tier1_{arch}"), *epochs],
             py + [str(SCRIPTS / "export.py"), "student", "--checkpoint", str(work / f"tier1_{arch}" / "student.pt"), "--output", str(work / f"tier1_{arch}_fp32")],
             py + [str(SCRIPTS / "quantize.py"), "--model", str(work / f"tier1_{arch}_fp32"), "--calibration", train, "--dev", dev, *columns, *scoring, "--max-drop", args.max_drop, "--output", str(work / f"tier1_{arch}_int8")],
         )
