@@ -100,9 +100,10 @@ def main(argv=None):
 
     trained = load(work / f"{args.tier2}_torch" / "result.json") or {}
     recipe = trained.get("recipe", {"lr": float("nan"), "epochs": float("nan")})
-    selection = "best dev checkpoint (evaluated every 300 steps)"
+    every = recipe.get("eval_every", 300)  # builds before it was recorded evaluated every 300 steps
+    selection = f"best dev checkpoint (evaluated every {every} steps)"
     if recipe.get("ema"):
-        selection = f"an exponential moving average of the weights (decay {recipe['ema']:g}) evaluated on dev every 300 steps, the best kept"
+        selection = f"an exponential moving average of the weights (decay {recipe['ema']:g}) evaluated on dev every {every} steps, the best kept"
     q2 = load(work / f"{args.tier2}_int8" / "quantize.json") or {}
     first = (load(work / "tier2_torch" / "result.json") or {}) if args.tier2 != "tier2" else None  # the labelling run
     teacher = load(work / "tier2_int8" / "quantize.json") or {} if args.tier2 == MIDDLE else None
@@ -231,7 +232,7 @@ def first_tier_text(arch: str, work: Path, labeller: str, corpus: int | None, au
         return (
             f"{student_name(arch)}, `scripts/train_tier2.py --num-layers {layers}`: {trained.get('steps', '?')} steps, {recipe.get('epochs', float('nan')):g} epochs of the gold labels"
             f" with {recipe.get('extra_sentences', '?')} sentences of the corpus ({corpus_text}) mixed in at {recipe.get('extra_ratio', float('nan')):g} batches per labelled batch,"
-            f" fitted by soft cross-entropy; lr {recipe.get('lr', float('nan')):g}, {'a weight average' if recipe.get('ema') else 'the weights'} evaluated on dev every 300 steps, the best kept. Exported with optimum-intel,"
+            f" fitted by soft cross-entropy; lr {recipe.get('lr', float('nan')):g}, {'a weight average' if recipe.get('ema') else 'the weights'} evaluated on dev every {recipe.get('eval_every', 300)} steps, the best kept. Exported with optimum-intel,"
             f" INT8 with NNCF (kept: `{q1.get('kept', '?')}`)."
         )
     student = load(work / f"tier1_{arch}" / "result.json") or {}

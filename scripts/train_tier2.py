@@ -45,6 +45,7 @@ from tango_edge.data import read_tsv
 from tango_edge.metrics import METRICS, metric_fn
 
 MAX_LENGTH = 64  # training truncation (the runtime truncates at cascade.json's max_length)
+EVAL_EVERY, EVALS_PER_RUN = 300, 10  # dev evaluations: every 300 steps, or 10 in a run shorter than 3,000 steps
 # The recipe keys build_cascade.py passes through (as --tier2-<key>) to the last tier's run.
 DEFAULTS = {"seed": 13, "lr": 5e-5, "layer_decay": 1.0, "pooling": "cls", "rdrop": 0.0}
 
@@ -69,7 +70,7 @@ def parse_args(argv=None):
     p.add_argument("--train-embeddings", action="store_true", help="also train the word embeddings (slower)")
     p.add_argument("--pooling", choices=sequence_classifier.POOLINGS, default=DEFAULTS["pooling"], help="what the head reads: the [CLS] token or the mean of the token vectors (see sequence_classifier.py)")
     p.add_argument("--ema", type=float, default=0.999, help="decay of the weight average evaluated and saved (0: raw weights)")
-    p.add_argument("--eval-every", type=int, default=300, help="steps between dev evaluations")
+    p.add_argument("--eval-every", type=int, default=None, help=f"steps between dev evaluations (default: {EVAL_EVERY}, or a tenth of a shorter run: MRPC's whole run is a few hundred steps)")
     p.add_argument("--metric", choices=METRICS, default="accuracy", help="what dev selection maximises (f1: MRPC, mcc: CoLA)")
     p.add_argument("--seed", type=int, default=DEFAULTS["seed"], help="seeds the classifier head's initialisation and dropout")
     p.add_argument("--data-seed", type=int, default=None, help="seeds the batch order (default: --seed); runs that differ only here can be averaged")
@@ -225,6 +226,7 @@ def main(argv=None):
         schedule += [(True, b) for b in _common.length_bucketed_batches([len(x) for x in extra_ids], args.batch_size, rng)]
         rng.shuffle(schedule)
     total_steps = len(schedule)
+    eval_every = args.eval_every or max(1, min(EVAL_EVERY, math.ceil(total_steps / EVALS_PER_RUN)))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(parameter_groups(model, args.lr, args.layer_decay), lr=args.lr)
     scheduler = transformers.get_linear_schedule_with_warmup(optimizer, int(args.warmup * total_steps), total_steps)
@@ -290,10 +292,10 @@ def main(argv=None):
             averaged.update_parameters(model)
         step += 1
         window_loss += loss.item()
-        if step % args.eval_every == 0 or step == total_steps:
+        if step % eval_every == 0 or step == total_steps:
             score = evaluate(torch, kept, dev_encoded, dev.labels, tokenizer.pad_token_id, precision=args.precision, metric=args.metric)
-            rate = (time.perf_counter() - started) / args.eval_every
-            log.info("step %d/%d loss %.4f dev %s %.4f (%.2f s/step)", step, total_steps, window_loss / args.eval_every, args.metric, score, rate)
+            rate = (time.perf_counter() - started) / eval_every
+            log.info("step %d/%d loss %.4f dev %s %.4f (%.2f s/step)", step, total_steps, window_loss / eval_every, args.metric, score, rate)
             if score > best:
                 best = score
                 kept.save_pretrained(best_dir)
@@ -305,7 +307,7 @@ def main(argv=None):
         log.info("stopped at step %d/%d as asked; rerun the same command to resume", step, total_steps)
         print(json.dumps({"stopped_at_step": step, "total_steps": total_steps}))
         return
-    recipe = {"lr": args.lr, "layer_decay": args.layer_decay, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "rdrop": args.rdrop, "num_layers": model.config.num_hidden_layers, "precision": args.precision, "seed": args.seed, "data_seed": args.data_seed, "ema": average_decay, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
+    recipe = {"lr": args.lr, "layer_decay": args.layer_decay, "epochs": args.epochs, "batch_size": args.batch_size, "max_length": args.max_length, "train_embeddings": args.train_embeddings, "pooling": args.pooling, "rdrop": args.rdrop, "num_layers": model.config.num_hidden_layers, "precision": args.precision, "seed": args.seed, "data_seed": args.data_seed, "ema": average_decay, "eval_every": eval_every, "extra_sentences": len(extra_ids), "extra_ratio": args.extra_ratio if extra_ids else 0.0}
     (out / "result.json").write_text(json.dumps({"metric": args.metric, f"best_dev_{args.metric}": best, "steps": step, "base": base, "recipe": recipe}, indent=2))
     state_path.unlink(missing_ok=True)  # finished: the best model is in best/
     log.info("done: best dev %s %.4f, model in %s", args.metric, best, best_dir)

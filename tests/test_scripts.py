@@ -422,8 +422,9 @@ def test_mean_pooling_run_exports_and_reloads_with_its_head(tmp_path):
     base = tiny_models.make_bert(tmp_path / "base", seed=3)
     data = write_task(tmp_path / "data", n_train=32)
     out = tmp_path / "tier2"
-    train_tier2.main(["--train", str(data / "train.tsv"), "--dev", str(data / "dev.tsv"), "--base", str(base), "--output", str(out), "--epochs", "1", "--batch-size", "8", "--eval-every", "2", "--pooling", "mean"])
-    assert json.loads((out / "result.json").read_text())["recipe"]["pooling"] == "mean"
+    train_tier2.main(["--train", str(data / "train.tsv"), "--dev", str(data / "dev.tsv"), "--base", str(base), "--output", str(out), "--epochs", "1", "--batch-size", "8", "--pooling", "mean"])
+    recipe = json.loads((out / "result.json").read_text())["recipe"]
+    assert recipe["pooling"] == "mean" and recipe["eval_every"] == 1  # 4 steps: a short run is evaluated 10 times or every step
     export.export_transformer(out / "best", tmp_path / "ir")
 
     model = sequence_classifier.load(str(out / "best")).eval()
