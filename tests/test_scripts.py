@@ -70,7 +70,10 @@ def test_build_cascade_end_to_end(tmp_path):
     assert "--tier2-seed 5 --tier2-lr 1e-4 --tier2-layer-decay 0.8 --tier2-rdrop 0.5 --tier2-pooling mean" in card
     assert "mean of the token vectors" in card and "times 0.8 per layer down" in card and "R-Drop" in card
     shipped = (output / "tier2" / "openvino_model.bin").read_bytes()
-    assert shipped == (work / "tier2sd_int8" / "openvino_model.bin").read_bytes() != (work / "tier2_int8" / "openvino_model.bin").read_bytes()
+    assert shipped == (work / "tier2sd_int8" / "openvino_model.bin").read_bytes()
+    # The shipped tier is the second run, the one with the corpus mixed in. (Its bytes may equal the first run's:
+    # same seed, and a tiny run can keep the weights of its first evaluation, before any corpus batch.)
+    assert json.loads((work / "tier2sd_torch" / "result.json").read_text())["recipe"]["extra_sentences"] > 0
     config = json.loads((output / "cascade.json").read_text())
     assert config["version"] == 2 and [t["dir"] for t in config["tiers"]] == ["tier1", "tier2"]
     assert 0 <= config["tiers"][0]["threshold"] <= 1 and "threshold" not in config["tiers"][1]
