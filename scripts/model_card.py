@@ -323,15 +323,15 @@ def data_files(data: str, build_flags: str, work: Path) -> dict:
     train_file = flag_value(build_flags, "--train-file") or "train.tsv"
     train = Path(data) / train_file
     holdout, test_file = flag_value(build_flags, "--holdout"), flag_value(build_flags, "--test-file")
+    dev = work / "dev_split.tsv" if holdout else Path(data) / (flag_value(build_flags, "--dev-file") or "dev.tsv")
+    dev_rows = data_rows(dev) if dev.exists() else "?"
     if holdout:
-        dev = work / "dev_split.tsv"
         text = f"`{train}` ({data_rows(train)} rows): {holdout} held out once (seeded) as dev, `{dev}`, for model selection and the threshold; the rest for training and calibration of INT8"
     else:
-        dev = Path(data) / (flag_value(build_flags, "--dev-file") or "dev.tsv")
-        text = f"`{train}` ({data_rows(train)} rows) for training and calibration of INT8, `{dev}` ({data_rows(dev)} rows) for model selection, the threshold and the dev figures"
+        text = f"`{train}` ({data_rows(train)} rows) for training and calibration of INT8, `{dev}` ({dev_rows} rows) for model selection, the threshold and the dev figures"
     if test_file:
         text += f"; `{Path(data) / test_file}` only for the held-out test figures"
-    return {"text": text + ".", "dev": str(dev), "dev_rows": data_rows(dev) if dev.exists() else "?"}
+    return {"text": text + ".", "dev": str(dev), "dev_rows": dev_rows}
 
 
 def compare_flags(build_flags: str) -> str:

@@ -256,6 +256,12 @@ def log(message: str) -> None:
     print(f"calibrate: {message}", file=sys.stderr, flush=True)
 
 
+def check_metric_fits(metric: str, num_classes: int) -> None:
+    """cascade.json's metric must be defined for the task: F1 is binary."""
+    if metric == "f1" and num_classes != 2:
+        raise TangoEdgeError(f"metric f1 is binary F1 but the task has {num_classes} classes; set metric to accuracy or mcc in cascade.json")
+
+
 def load_labelled(path: str, config, num_classes: int, purpose: str = "calibration"):
     """Labelled data (for `purpose`), with the columns cascade.json names, checked against the tiers' labels."""
     from .data import read_tsv
@@ -314,8 +320,7 @@ def calibrate_command(args) -> int:
         if tier.labels != labels:
             raise TangoEdgeError(f"the tiers disagree on labels: {config.tiers[0].dir} {labels} vs {tier_config.dir} {tier.labels}")
     num_classes = len(labels)
-    if config.metric == "f1" and num_classes != 2:
-        raise TangoEdgeError(f"metric f1 is binary F1 but the task has {num_classes} classes; set metric to accuracy or mcc in cascade.json")
+    check_metric_fits(config.metric, num_classes)
     texts, gold = load_labelled(args.data, config, num_classes)
     early_exit = None
     if args.early_exit:

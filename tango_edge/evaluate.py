@@ -33,14 +33,13 @@ def scores(gold: np.ndarray, predicted: np.ndarray, num_classes: int, names: Seq
 
 def evaluate(directory: str | Path, data: str, *, thresholds: Sequence[float] | None = None, device: str = "CPU", progress: Callable[[str], None] | None = None) -> dict:
     """Run the cascade, then each tier alone, over the labelled file `data`; every figure in one dict."""
-    from .calibrate import load_labelled
+    from .calibrate import check_metric_fits, load_labelled
     from .cascade import Cascade
 
     say = progress or (lambda message: None)
     with Cascade.from_dir(directory, thresholds=thresholds, device=device) as cascade:
         config, labels = cascade.config, cascade.labels
-        if config.metric == "f1" and len(labels) != 2:
-            raise TangoEdgeError(f"metric f1 is binary F1 but the task has {len(labels)} classes; set metric to accuracy or mcc in cascade.json")
+        check_metric_fits(config.metric, len(labels))
         texts, gold = load_labelled(data, config, len(labels), purpose="evaluation")
         say(f"the cascade on {len(texts)} inputs at thresholds {config.thresholds} ...")
         answers = cascade.predict(texts)
