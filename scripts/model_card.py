@@ -126,7 +126,7 @@ def main(argv=None):
         f"# {task_name} cascade{' (tango-edge default)' if default else ''}",
         "",
         f"{task_text} ({', '.join(f'`{label}`' for label in labels)}; metric {m}): a small first tier answers the inputs it is",
-        "confident about and defers the rest to a fine-tuned second tier. Both tiers are INT8 OpenVINO IR.",
+        "confident about and defers the rest to a transformer second tier. Both tiers are INT8 OpenVINO IR.",
         tokenizer_text(models),
         "",
         "## Rebuild",
@@ -183,7 +183,7 @@ def main(argv=None):
         lines += [
             "## First-tier candidates",
             "",
-            f"Each made as the recipe above says for its kind, INT8, in the cascade with the INT8 second tier; speeds measured side by side in one run",
+            "Each made as the recipe above says for its kind, INT8, in the cascade with the INT8 second tier; speeds measured side by side in one run",
             f"({compare['rounds']} interleaved rounds, medians, tokenization included, batch {compare['batch_sizes']['tier1']} / {compare['batch_sizes']['tier2']};",
             f"tier 2 alone: {compare['tier2_throughput_per_s']:.0f} inputs/s). Speedup over tier 2 alone = t2 / (t1 + f t2) at the",
             f"lowest deferral rate f that keeps {compare['target']:g} of tier 2's dev {cm}.",
@@ -195,10 +195,12 @@ def main(argv=None):
             speed = "n/a" if r["speedup_at_target"] is None else f"{r['speedup_at_target']:.2f}x"
             lines.append(f"| {student_name(arch)} | {pct(r.get(f'dev_{cm}_fp32'))} | {pct(r.get(f'dev_{cm}_int8'))} | {r['size_mb']} MB | {r['throughput_per_s']:.0f} | {r['vs_tier2']:.1f}x | {pct(r['deferral_at_target'])} | {speed} |")
         lines += ["", f"Shipped: **{args.tier1}**. Reproduce: `python scripts/compare_tier1.py --work {work}{'' if args.tier2 == 'tier2' else ' --tier2 ' + args.tier2} --dev {data['dev']}{compare_flags(args.build_flags)}` (after a build).", ""]
+    # Pairs always go through tokenizer.json (tokenization.py): the C++ WordPiece takes single plain-ASCII texts.
+    tokenizing = "at run time pairs are tokenized by tokenizer.json" if config.is_pair_task else "at run time the C++ core tokenizes plain-ASCII texts and this model the rest"
     lines += [
         "## Files",
         "",
-        f"- `tier1/`, `tier2/`: `openvino_model.xml/.bin` (INT8), `tokenizer.json` and `openvino_tokenizer.xml/.bin` (the same tokenizer as an OpenVINO model; at run time the C++ core tokenizes plain-ASCII texts and this model the rest), `config.json` (labels), `quantize.json` (the dev metric before and after, and what was kept).",
+        f"- `tier1/`, `tier2/`: `openvino_model.xml/.bin` (INT8), `tokenizer.json` and `openvino_tokenizer.xml/.bin` (the same tokenizer as an OpenVINO model; {tokenizing}), `config.json` (labels), `quantize.json` (the dev metric before and after, and what was kept).",
         "- `cascade.json`: threshold, temperature, the deferral rate calibration measured (autotune times the cascade at it), task, metric, max length.",
         "- `sample.txt`: 512 training inputs that `tango-edge autotune` times the tiers on.",
         f"- Size: tier1 {folder_mb(models / 'tier1'):.1f} MB, tier2 {folder_mb(models / 'tier2'):.1f} MB.",
