@@ -16,6 +16,8 @@ Example (the shipped SST-2 cascade):
 Example (MPNet last tier, a MiniLM-L6 and a first tier distilled from it; the compact and accurate cascades):
     python scripts/build_cascade.py --data ../shared/data/sst2 --work build/sst2-mpnet --base mpnet \
         --tier2-epochs 1 --tier2-lr 3e-5 --middle-base minilm --output models/sst2 --accurate-output build/sst2-accurate
+
+Add --first-tier models/sst2/tier1 to let a first tier from an earlier build compete with the ones distilled here.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import _common
 import sequence_classifier
 import train_tier2
 from _common import log
-from model_card import MIDDLE, MINILM, PHRASE_LOGITS, PHRASES, STUDENT_NAMES, transformer_student_layers
+from model_card import GIVEN, MIDDLE, MINILM, PHRASE_LOGITS, PHRASES, STUDENT_NAMES, transformer_student_layers
 
 from tango_edge.metrics import METRICS
 
@@ -59,7 +61,8 @@ def parse_args(argv=None):
     p.add_argument("--work", required=True, help="folder for intermediate results and stage markers")
     p.add_argument("--output", required=True, help="the cascade folder to write")
     p.add_argument("--archs", default="cnn,cnn2,cnn3,cnn4,bow,bilstm", help="first-tier candidates to distil and compare: students.py's, or minilmN (all-MiniLM-L6-v2's first N layers, N 1-5, trained by train_tier2.py on the gold labels and the labelled corpus)")
-    p.add_argument("--tier1", default="auto", help="first tier to ship: auto (best cascade speedup at 99%%) or an arch name")
+    p.add_argument("--tier1", default="auto", help=f"first tier to ship: auto (best cascade speedup at 99%%), an arch name, or {GIVEN} (--first-tier)")
+    p.add_argument("--first-tier", default=None, metavar="DIR", help=f"an existing first tier (an INT8 tier folder, such as models/sst2/tier1) that competes with the --archs candidates in the compare stage as `{GIVEN}`: a first tier from an earlier build need not be distilled again")
     p.add_argument("--tier2-epochs", default="3")
     p.add_argument("--tier2-seed", default=str(train_tier2.DEFAULTS["seed"]), help="seeds tier 2's head and batch order (train_tier2.py --seed)")
     p.add_argument("--tier2-lr", default=f"{train_tier2.DEFAULTS['lr']:g}", help="tier 2's learning rate (train_tier2.py --lr)")
@@ -94,8 +97,12 @@ def parse_args(argv=None):
         p.error(f"--archs: unknown first tier {', '.join(unknown)}; choose from {', '.join(STUDENT_NAMES)} or minilm1-minilm5")
     if "siamese" in args.archs.split(",") and len(args.text_columns.split(",")) != 2:
         p.error("--archs siamese encodes the two sentences of a pair apart: it needs two --text-columns")
-    if args.tier1 != "auto" and args.tier1 not in args.archs.split(","):
+    if args.tier1 == GIVEN and not args.first_tier:
+        p.error(f"--tier1 {GIVEN} ships the --first-tier folder: give it")
+    if args.tier1 not in ("auto", GIVEN) and args.tier1 not in args.archs.split(","):
         p.error(f"--tier1 {args.tier1} is not among --archs")
+    if args.first_tier and not (Path(args.first_tier) / "openvino_model.xml").is_file():
+        p.error(f"--first-tier {args.first_tier}: no openvino_model.xml there (expected a tier folder)")
     if args.tier2_model and float(args.self_distill) > 0:
         p.error("--self-distill retrains tier 2 here; it does not go with --tier2-model")
     if args.middle_base and float(args.self_distill) > 0:
@@ -276,8 +283,18 @@ def main(argv=None):
         stages.run("tier2-self-distill", *tier2_commands(tier2, "--epochs", args.self_distill_epochs, *corpus_labels, "--extra-ratio", args.self_distill))
     if args.middle_base:
         tier2 = MIDDLE
-    stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--tier2", tier2, "--archs", args.archs, "--dev", dev, *columns, "--metric", args.metric, "--target", args.target, "--rounds", args.rounds, "--output", str(work / "compare.json")])
-    chosen = json.loads((work / "compare.json").read_text())["best"] if args.tier1 == "auto" else args.tier1
+    candidates = archs + ([GIVEN] if args.first_tier else [])
+    if args.first_tier:
+        given = work / f"tier1_{GIVEN}_int8"  # where compare and assemble look for a candidate's INT8 tier
+        if given.exists():
+            shutil.rmtree(given)
+        shutil.copytree(args.first_tier, given)
+    compared = work / "compare.json"
+    if stages.done("compare") and sorted(json.loads(compared.read_text())["students"]) != sorted(candidates):
+        log.info("stage compare: the first-tier candidates changed; comparing again")
+        (work / ".done-compare").unlink()
+    stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--tier2", tier2, "--archs", ",".join(candidates), "--dev", dev, *columns, "--metric", args.metric, "--target", args.target, "--rounds", args.rounds, "--output", str(compared)])
+    chosen = json.loads(compared.read_text())["best"] if args.tier1 == "auto" else args.tier1
     assemble(work, output, chosen, tier2, args, train, dev)
     if args.accurate_output:
         assemble_accurate(work, output, Path(args.accurate_output), args, dev)

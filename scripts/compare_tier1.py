@@ -67,7 +67,8 @@ def main(argv=None):
         analysis = analyse(tier.logits(tier.encoder.encode(dev.texts), args.tier1_batch_size), pred2, dev.labels, args.metric, num_classes)
         costs = Costs((1.0 / speed[arch]["median"], t2), (args.tier1_batch_size, args.tier2_batch_size))
         choice = analysis.cascade_choice(args.target)
-        quantized = json.loads((args.work / f"tier1_{arch}_int8" / "quantize.json").read_text())
+        report = args.work / f"tier1_{arch}_int8" / "quantize.json"
+        quantized = json.loads(report.read_text()) if report.exists() else {}  # a given tier may come without one
         rows[arch] = {
             f"dev_{m}_int8": analysis.metric1,
             f"dev_{m}_fp32": quantized.get(f"fp32_dev_{m}"),  # None if it was quantized against another metric

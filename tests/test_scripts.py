@@ -107,6 +107,17 @@ def test_build_cascade_takes_an_already_fine_tuned_last_tier(tmp_path):
     refused = subprocess.run(command + ["--self-distill", "0.5"], capture_output=True, text=True)
     assert refused.returncode == 2 and "does not go with --tier2-model" in refused.stderr
 
+    # --first-tier: an existing tier folder joins the candidates; the finished stages stay done, compare reruns.
+    mine_first = shutil.copytree(work / "tier1_bow_int8", tmp_path / "my_first_tier")
+    (mine_first / "quantize.json").unlink()  # a tier from elsewhere may come without one
+    again = subprocess.run(command + ["--first-tier", str(mine_first), "--tier1", "given"], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:] + (work / "build.log").read_text()[-3000:]
+    assert "stage augment: done before, skipped" in again.stderr and "candidates changed; comparing again" in again.stderr
+    assert sorted(json.loads((work / "compare.json").read_text())["students"]) == ["bow", "given"]
+    assert (output / "tier1" / "openvino_model.bin").read_bytes() == (mine_first / "openvino_model.bin").read_bytes()
+    card = (output / "README.md").read_text()
+    assert f"taken as it is from `{mine_first}`" in card and "shipped by `--tier1 given`" in card
+
 
 @pytest.mark.slow
 def test_build_cascade_distils_a_middle_tier_and_stacks_the_accurate_cascade(tmp_path):
