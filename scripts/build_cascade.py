@@ -101,8 +101,18 @@ def parse_args(argv=None):
         p.error(f"--tier1 {GIVEN} ships the --first-tier folder: give it")
     if args.tier1 not in ("auto", GIVEN) and args.tier1 not in args.archs.split(","):
         p.error(f"--tier1 {args.tier1} is not among --archs")
-    if args.first_tier and not (Path(args.first_tier) / "openvino_model.xml").is_file():
-        p.error(f"--first-tier {args.first_tier}: no openvino_model.xml there (expected a tier folder)")
+    if args.first_tier:
+        from tango_edge.errors import TangoEdgeError
+        from tango_edge.tier import read_labels
+
+        if not (Path(args.first_tier) / "openvino_model.xml").is_file():
+            p.error(f"--first-tier {args.first_tier}: no openvino_model.xml there (expected a tier folder)")
+        try:
+            given_labels = read_labels(Path(args.first_tier))
+        except TangoEdgeError as exc:
+            p.error(f"--first-tier: {exc}")
+        if given_labels != args.label_names.split(","):
+            p.error(f"--first-tier {args.first_tier} has labels {','.join(given_labels)}, this build {args.label_names}")
     if args.tier2_model and float(args.self_distill) > 0:
         p.error("--self-distill retrains tier 2 here; it does not go with --tier2-model")
     if args.middle_base and float(args.self_distill) > 0:

@@ -254,6 +254,21 @@ def test_build_cascade_refuses_binary_f1_on_three_labels(capsys):
     assert exit_info.value.code == 2 and "--metric f1 is binary F1" in capsys.readouterr().err
 
 
+def test_build_cascade_refuses_a_first_tier_of_other_labels_or_no_tier(tiny_irs, tmp_path, capsys):
+    import build_cascade
+
+    common = ["--data", "d", "--work", "w", "--output", "o"]
+    with pytest.raises(SystemExit):
+        build_cascade.parse_args(common + ["--first-tier", str(tiny_irs["a"]), "--label-names", "other,labels"])
+    assert "has labels" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_cascade.parse_args(common + ["--first-tier", str(tmp_path)])
+    assert "no openvino_model.xml" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        build_cascade.parse_args(common + ["--tier1", "given"])
+    assert "ships the --first-tier folder" in capsys.readouterr().err
+
+
 def test_stack_cascade_makes_a_calibratable_folder_of_existing_tiers(tiny_cascade, tiny_irs, tmp_path):
     output = tmp_path / "stacked"
     result = subprocess.run([sys.executable, str(SCRIPTS / "stack_cascade.py"), "--like", str(tiny_cascade), "--tier", str(tiny_cascade / "tier1"), "--tier", str(tiny_irs["b"]), "--tier", str(tiny_irs["c"]), "--output", str(output)], capture_output=True, text=True)
