@@ -41,7 +41,9 @@ import train_tier2
 from _common import log
 from model_card import GIVEN, MIDDLE, MINILM, PHRASE_LOGITS, PHRASES, STUDENT_NAMES, transformer_student_layers
 
+from tango_edge.errors import TangoEdgeError
 from tango_edge.metrics import METRICS
+from tango_edge.tier import read_labels
 
 SCRIPTS = Path(__file__).resolve().parent
 
@@ -102,9 +104,6 @@ def parse_args(argv=None):
     if args.tier1 not in ("auto", GIVEN) and args.tier1 not in args.archs.split(","):
         p.error(f"--tier1 {args.tier1} is not among --archs")
     if args.first_tier:
-        from tango_edge.errors import TangoEdgeError
-        from tango_edge.tier import read_labels
-
         if not (Path(args.first_tier) / "openvino_model.xml").is_file():
             p.error(f"--first-tier {args.first_tier}: no openvino_model.xml there (expected a tier folder)")
         try:
@@ -294,13 +293,16 @@ def main(argv=None):
     if args.middle_base:
         tier2 = MIDDLE
     candidates = archs + ([GIVEN] if args.first_tier else [])
+    compared = work / "compare.json"
+    stale = stages.done("compare") and sorted(json.loads(compared.read_text())["students"]) != sorted(candidates)
     if args.first_tier:
         given = work / f"tier1_{GIVEN}_int8"  # where compare and assemble look for a candidate's INT8 tier
-        if given.exists():
-            shutil.rmtree(given)
-        shutil.copytree(args.first_tier, given)
-    compared = work / "compare.json"
-    if stages.done("compare") and sorted(json.loads(compared.read_text())["students"]) != sorted(candidates):
+        weights = Path(args.first_tier) / "openvino_model.bin"
+        if not (given / weights.name).exists() or (given / weights.name).read_bytes() != weights.read_bytes():
+            shutil.rmtree(given, ignore_errors=True)
+            shutil.copytree(args.first_tier, given)
+            stale = stages.done("compare")  # another given tier than the one compared
+    if stale:
         log.info("stage compare: the first-tier candidates changed; comparing again")
         (work / ".done-compare").unlink()
     stages.run("compare", py + [str(SCRIPTS / "compare_tier1.py"), "--work", str(work), "--tier2", tier2, "--archs", ",".join(candidates), "--dev", dev, *columns, "--metric", args.metric, "--target", args.target, "--rounds", args.rounds, "--output", str(compared)])
