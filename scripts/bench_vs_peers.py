@@ -39,12 +39,15 @@ from _common import log
 
 from tango_edge import Cascade
 from tango_edge.data import read_tsv
+from tango_edge.metrics import metric_fn
 from tango_edge.routing import SKIP_THRESHOLD
 
 
 def pipeline_runner(pipe, batch_size: int, label2id: dict):
     def run(texts):
-        out = pipe(texts, batch_size=batch_size, truncation=True)
+        # A pair task's inputs are (first, second) tuples: the pipeline takes them as text and text_pair.
+        inputs = [{"text": t[0], "text_pair": t[1]} if isinstance(t, tuple) else t for t in texts]
+        out = pipe(inputs, batch_size=batch_size, truncation=True)
         return [label2id[o["label"]] for o in out]
 
     return run
@@ -77,9 +80,10 @@ def main(argv=None):
     intel = _common.require("optimum.intel")
     torch.set_num_threads(_common.cpu_threads())
 
-    data = read_tsv(args.data)
-    texts, gold = data.texts, np.asarray(data.labels)
     cascade = Cascade.from_dir(args.models)
+    data = read_tsv(args.data, cascade.config.text_columns, cascade.config.label_column)  # the task's own columns
+    texts, gold = data.texts, np.asarray(data.labels)
+    score_of = metric_fn(cascade.config.metric)
     last_only = [SKIP_THRESHOLD] * (len(cascade.tiers) - 1)  # every tier before the last skipped
     tier2_alone = Cascade.from_dir(args.models, thresholds=last_only)
     label2id = {name: i for i, name in enumerate(cascade.labels)}
@@ -124,7 +128,7 @@ def main(argv=None):
         rate = len(texts) / (time.perf_counter() - started)
         repeats[name] = max(1, math.ceil(args.min_seconds * rate / len(texts)))
     speeds = {name: [] for name in systems}
-    accuracy = {}
+    scores = {}
     rng = random.Random(0)
     for r in range(args.rounds):
         order = list(systems)
@@ -134,7 +138,7 @@ def main(argv=None):
             started = time.perf_counter()
             predictions = systems[name](stream)
             speeds[name].append(len(stream) / (time.perf_counter() - started))
-            accuracy[name] = float(np.mean(np.asarray(predictions) == np.tile(gold, repeats[name])))
+            scores[name] = score_of(np.tile(gold, repeats[name]), np.asarray(predictions), len(cascade.labels))
         print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
     cascade_stats = cascade.stats()
     cascade.close()
@@ -143,13 +147,14 @@ def main(argv=None):
 
     median = {n: statistics.median(v) for n, v in speeds.items()}
     d = next(n for n in systems if n.startswith("(d)"))
-    print(f"\n{len(texts)} sentences of {args.data}, {args.rounds} interleaved rounds; each system reads them repeated into a stream of about {args.min_seconds:g} s; medians (min-max)\n")
-    print(f"| system | stream | sentences/s | spread | accuracy | (d) speedup |\n|---|---:|---:|---:|---:|---:|")
+    print(f"\n{len(texts)} inputs of {args.data}, {args.rounds} interleaved rounds; each system reads them repeated into a stream of about {args.min_seconds:g} s; medians (min-max)\n")
+    metric = cascade.config.metric
+    print(f"| system | stream | inputs/s | spread | {metric} | (d) speedup |\n|---|---:|---:|---:|---:|---:|")
     rows = []
     for name in systems:
         ratio = median[d] / median[name]
-        score = None if name in untrained else accuracy[name]
-        rows.append({"system": name, "stream_sentences": len(texts) * repeats[name], "median_per_s": median[name], "min_per_s": min(speeds[name]), "max_per_s": max(speeds[name]), "accuracy": score, "cascade_speedup": ratio, "rates_per_s": speeds[name]})
+        score = None if name in untrained else scores[name]
+        rows.append({"system": name, "stream_sentences": len(texts) * repeats[name], "median_per_s": median[name], "min_per_s": min(speeds[name]), "max_per_s": max(speeds[name]), metric: score, "cascade_speedup": ratio, "rates_per_s": speeds[name]})
         shown = "n/a (random weights)" if score is None else f"{100 * score:.2f}%"
         print(f"| {name} | {len(texts) * repeats[name]} | {median[name]:.1f} | {min(speeds[name]):.0f}-{max(speeds[name]):.0f} | {shown} | {ratio:.2f}x |")
     best_alone = max((n for n in systems if n.startswith("(c)")), key=lambda n: median[n])
@@ -159,7 +164,7 @@ def main(argv=None):
     print(f"(d) over that (c) round by round: median {statistics.median(paired):.2f}x, range {paired[0]:.2f}-{paired[-1]:.2f}x")
     print(f"(d) over the fastest (c), {best_alone[len('(c) tango-edge '):]}: {median[d] / median[best_alone]:.2f}x (in separate calls of {len(texts)}: {median[calls] / median[best_alone]:.2f}x)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"data": args.data, "rounds": args.rounds, "min_seconds": args.min_seconds, "rows": rows, "cascade_over_best_tier2_alone": median[d] / median[best_alone], "cascade_calls_over_best_tier2_alone": median[calls] / median[best_alone], "cascade_over_best_tier2_alone_by_round": paired}, indent=2))
+        Path(args.json).write_text(json.dumps({"data": args.data, "metric": metric, "rounds": args.rounds, "min_seconds": args.min_seconds, "rows": rows, "cascade_over_best_tier2_alone": median[d] / median[best_alone], "cascade_calls_over_best_tier2_alone": median[calls] / median[best_alone], "cascade_over_best_tier2_alone_by_round": paired}, indent=2))
 
 
 if __name__ == "__main__":

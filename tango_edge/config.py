@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Sequence
 
 from .errors import TangoEdgeError
+from .metrics import METRICS
 
 CASCADE_FILE = "cascade.json"
 CONFIG_VERSION = 2
-METRICS = ("accuracy", "f1", "mcc")
 DEFAULT_THRESHOLD = 0.9
 FIRST_TIER_BATCH_SIZE = 64  # tier 1 is cheap per input: large batches amortise the per-request overhead
 LATER_TIER_BATCH_SIZE = 16  # later tiers batch the deferred few: small batches fill sooner

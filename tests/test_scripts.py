@@ -639,6 +639,35 @@ def test_bench_vs_peers_times_every_system_on_the_tiny_cascade(tiny_cascade, tmp
     assert len(result["cascade_over_best_tier2_alone_by_round"]) == 2
 
 
+def test_bench_vs_peers_reads_a_pair_task_by_its_columns_and_scores_its_metric(tiny_cascade, tmp_path):
+    """A pair cascade (MRPC's layout): the TSV is read by cascade.json's columns, optimum-intel's pipeline gets
+    text and text_pair, and every system is scored by the task's metric (f1)."""
+    import bench_vs_peers
+
+    from tango_edge.metrics import metric_fn
+
+    cascade_dir = shutil.copytree(tiny_cascade, tmp_path / "pairs")
+    config = json.loads((cascade_dir / "cascade.json").read_text())
+    (cascade_dir / "cascade.json").write_text(json.dumps({**config, "text_columns": ["one", "two"], "metric": "f1"}))
+    data = write_pair_task(tmp_path / "data", n_test=30) / "test.tsv"
+    out = tmp_path / "peers.json"
+    bench_vs_peers.main(["--models", str(cascade_dir), "--data", str(data), "--skip-torch", "--rounds", "1", "--min-seconds", "0.05", "--json", str(out)])
+
+    result = json.loads(out.read_text())
+    assert result["metric"] == "f1"
+    rows = {row["system"]: row for row in result["rows"]}
+    assert all("accuracy" not in row and 0.0 <= row["f1"] <= 1.0 for row in rows.values())
+    # tango-edge's tier 2 alone is scored on the pairs as the runtime reads them. (The pipeline's figure is not
+    # compared: the tiny tokenizer declares no token_type_ids, so the pipeline feeds the second segment as type 0.)
+    with Cascade.from_dir(cascade_dir, thresholds=[2.0]) as alone:
+        rows_of = [line.split("\t") for line in data.read_text().splitlines()[1:]]
+        gold = [int(r[0]) for r in rows_of]
+        predicted = [alone.labels.index(p.label) for p in alone.predict([(r[1], r[2]) for r in rows_of])]
+    expected = metric_fn("f1")(gold, predicted, 2)
+    tuned = next(row for name, row in rows.items() if name.startswith("(c)") and "tuned" in name)
+    assert tuned["f1"] == pytest.approx(expected)
+
+
 # ---- base models, training precision, resume -------------------------------------------------------------
 
 
