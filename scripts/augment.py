@@ -7,6 +7,11 @@ of the result. "Same kind" stands in for Tang et al.'s same part of speech: no t
 here, so it is one of the word's nearest neighbours in the teacher's input-embedding space (for whole-word
 WordPiece tokens), which mostly share the part of speech; other words fall back to a random word.
 
+--rules tinybert applies TinyBERT's (Jiao et al. 2020) instead, which keep a sentence's length and shape (for
+CoLA, where a dropped or random word changes the answer): each word is replaced with p 0.4 by one of its
+nearest neighbours, the same embedding-space neighbours standing in for TinyBERT's masked-LM and GloVe
+candidates (neither model can be fetched here); a word without neighbours is kept.
+
 Example:
     python scripts/augment.py --train ../shared/data/sst2/train.tsv --embeddings build/sst2/tier2_torch/best \\
         --per-sentence 4 --output build/sst2/augmented.txt
@@ -25,6 +30,13 @@ import _common
 from _common import log
 
 from tango_edge.data import read_tsv
+
+
+# Each rule set's probabilities, and whether a word with no neighbours becomes a random word or stays.
+RULES = {
+    "tang": {"p_mask": 0.1, "p_similar": 0.1, "p_random": 0.05, "p_ngram": 0.25, "random_fallback": True},
+    "tinybert": {"p_mask": 0.0, "p_similar": 0.4, "p_random": 0.0, "p_ngram": 0.0, "random_fallback": False},
+}
 
 
 def neighbour_table(words: list[str], model_dir: str, k: int = 8) -> dict[str, list[str]]:
@@ -51,14 +63,17 @@ def neighbour_table(words: list[str], model_dir: str, k: int = 8) -> dict[str, l
     return table
 
 
-def augment_sentence(words: list[str], rng: random.Random, vocab: list[str], neighbours: dict, p_mask: float, p_similar: float, p_random: float, p_ngram: float, mask_token: str = "[MASK]") -> str:
+def augment_sentence(words: list[str], rng: random.Random, vocab: list[str], neighbours: dict, p_mask: float, p_similar: float, p_random: float, p_ngram: float, mask_token: str = "[MASK]", random_fallback: bool = True) -> str:
     out = []
     for word in words:
         r = rng.random()
         if r < p_mask:
             out.append(mask_token)
         elif r < p_mask + p_similar:
-            out.append(rng.choice(neighbours[word]) if neighbours.get(word) else rng.choice(vocab))
+            if neighbours.get(word):
+                out.append(rng.choice(neighbours[word]))
+            else:
+                out.append(rng.choice(vocab) if random_fallback else word)
         elif r < p_mask + p_similar + p_random:
             out.append(rng.choice(vocab))
         else:
@@ -109,10 +124,11 @@ def main(argv=None):
     # students distilled on phrases drift on long inputs, so the long rows get most of the augmentation.
     p.add_argument("--long-words", type=int, default=10, help="rows of at least this many words count as sentences")
     p.add_argument("--per-long-sentence", type=int, default=10)
-    p.add_argument("--p-mask", type=float, default=0.1)
-    p.add_argument("--p-similar", type=float, default=0.1)
-    p.add_argument("--p-random", type=float, default=0.05)
-    p.add_argument("--p-ngram", type=float, default=0.25)
+    p.add_argument("--rules", choices=sorted(RULES), default="tang", help="tang: Tang et al.'s masking, similar and random words, n-grams; tinybert: similar words only, with p 0.4 (see above)")
+    p.add_argument("--p-mask", type=float, default=None, help="override the rules' probability")
+    p.add_argument("--p-similar", type=float, default=None)
+    p.add_argument("--p-random", type=float, default=None)
+    p.add_argument("--p-ngram", type=float, default=None)
     # BERT's mask token. Other vocabularies read it as word pieces ("[", "mask", "]" for MPNet, whose own is
     # <mask>): still a placeholder for a dropped word, the same text for teacher and students.
     p.add_argument("--mask-token", default="[MASK]", help="what a masked word becomes")
@@ -120,14 +136,17 @@ def main(argv=None):
     p.add_argument("--output", required=True)
     args = p.parse_args(argv)
     _common.setup_logging()
+    for name, value in RULES[args.rules].items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
     sentences = read_tsv(args.train, args.text_columns.split(","), args.label_column).texts
     words = sorted({w for s in sentences for part in sentence_parts(s) for w in part.split()})
     neighbours = neighbour_table(words, args.embeddings or _common.default_base_model())
     log.info("%d sentences, %d words, %d with embedding neighbours", len(sentences), len(words), len(neighbours))
-    new = augment(sentences, args.per_sentence, args.seed, neighbours, min_words=args.min_words, long_words=args.long_words, per_long_sentence=args.per_long_sentence, p_mask=args.p_mask, p_similar=args.p_similar, p_random=args.p_random, p_ngram=args.p_ngram, mask_token=args.mask_token)
+    new = augment(sentences, args.per_sentence, args.seed, neighbours, min_words=args.min_words, long_words=args.long_words, per_long_sentence=args.per_long_sentence, p_mask=args.p_mask, p_similar=args.p_similar, p_random=args.p_random, p_ngram=args.p_ngram, mask_token=args.mask_token, random_fallback=args.random_fallback)
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text("\n".join(_common.corpus_lines(new)) + "\n", encoding="utf-8")
-    settings = {k: getattr(args, k) for k in ("per_sentence", "long_words", "per_long_sentence", "min_words", "p_mask", "p_similar", "p_random", "p_ngram", "mask_token", "seed")}
+    settings = {k: getattr(args, k) for k in ("rules", "per_sentence", "long_words", "per_long_sentence", "min_words", "p_mask", "p_similar", "p_random", "p_ngram", "mask_token", "seed")}
     Path(args.output).with_suffix(".json").write_text(json.dumps({"sentences": len(new), **settings}, indent=2))  # for the model card
     log.info("wrote %d augmented sentences to %s", len(new), args.output)
 

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 import _common
+import augment
 import sequence_classifier
 import train_tier2
 from _common import log
@@ -77,6 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--middle-epochs", default="3", help="labelled epochs of the middle tier's run")
     p.add_argument("--middle-extra-ratio", default="1", help="corpus batches per labelled batch in the middle tier's run (with --teacher-logits on the training rows, those rows are the extra texts and each is drawn at most once: above 1/--middle-epochs the ratio changes nothing)")
     p.add_argument("--accurate-output", default=None, help="with --middle-base: the three-tier cascade folder to write (first tier -> middle -> last)")
+    p.add_argument("--augment-rules", default="tang", choices=sorted(augment.RULES), help="augment.py --rules: Tang et al.'s (masking, random words, n-grams; the paper's for SST-2 and MRPC) or TinyBERT's similar-word replacement, which keeps a sentence's shape (CoLA)")
     p.add_argument("--per-sentence", default="2", help="augmented sentences tried per short training row")
     p.add_argument("--per-long-sentence", default="40", help="augmented sentences tried per training row of 10+ words")
     p.add_argument("--target", default="0.99", help="share of tier 2's dev accuracy the shipped threshold keeps")
@@ -247,7 +249,7 @@ def main(argv=None):
         commands = tier2_commands("tier2", "--epochs", args.tier2_epochs, trained=supplied)
         for name, command in zip(("tier2-train", "tier2-export", "tier2-quantize")[-len(commands):], commands):
             stages.run(name, command)
-    stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, *columns, "--embeddings", str(labeller_model), "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
+    stages.run("augment", py + [str(SCRIPTS / "augment.py"), "--train", train, *columns, "--embeddings", str(labeller_model), "--rules", args.augment_rules, "--per-sentence", args.per_sentence, "--per-long-sentence", args.per_long_sentence, "--output", str(work / "augmented.txt")])
     corpus = work / "distill.txt"
     if not corpus.exists():
         corpus.write_text(phrases.read_text(encoding="utf-8") + (work / "augmented.txt").read_text(encoding="utf-8"), encoding="utf-8")

@@ -225,9 +225,13 @@ def describe_corpus(labeller: str, corpus: int | None, augment: dict, task: str 
     """The labelled distillation corpus: its size, how augment.py made it and which tier labelled it."""
     why = ", since inputs are sentences and most training rows short phrases" if task == "sst2" else ""
     apart = ", on each sentence of a pair apart" if pairs else ""
+    if augment.get("rules") == "tinybert":
+        rules = f"TinyBERT's rule: each word replaced with p {augment.get('p_similar', 0.4)} by one of its nearest neighbours in the embedding space"
+    else:
+        rules = "masking, similar-word and random-word replacement, n-gram sampling"
     return (
-        f"{corpus or '?'} inputs: the training rows plus {augment['sentences'] or '?'} augmented ones (`scripts/augment.py`: masking, similar-word and random-word"
-        f" replacement, n-gram sampling{apart}; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row{why}),"
+        f"{corpus or '?'} inputs: the training rows plus {augment['sentences'] or '?'} augmented ones (`scripts/augment.py`: {rules}"
+        f"{apart}; {augment['per_long_sentence']} tries per training row of {augment['long_words']}+ words, {augment['per_sentence']} per shorter row{why}),"
         f" all labelled by {labeller} (INT8) running in OpenVINO"
     )
 

@@ -307,6 +307,29 @@ def test_augment_applies_the_rules_to_each_sentence_of_a_pair_and_the_corpus_kee
     assert _common.read_corpus(corpus) == ["a single sentence", *out]
 
 
+def test_tinybert_rules_only_swap_words_for_their_neighbours(tmp_path):
+    """--rules tinybert (CoLA): no masks, random words or n-grams; every changed word is one of its neighbours
+    and a word without neighbours stays, so each sentence keeps its length and shape."""
+    import augment
+
+    neighbours = {"cast": ["crew", "actors"], "great": ["good", "fine"], "film": ["movie"]}
+    sentences = ["the cast was great", "a great film with a cast", "the film was n't long at all"]
+    out = augment.augment(sentences, per_sentence=20, seed=0, neighbours=neighbours, min_words=3, **augment.RULES["tinybert"])
+    assert out and not set(sentences) & set(out)
+    originals = {len(s.split()): s.split() for s in sentences}
+    for new in out:
+        words = new.split()
+        assert len(words) in originals and "[MASK]" not in words
+        assert all(w == o or w in neighbours.get(o, []) for w, o in zip(words, originals[len(words)]))
+
+    train = tmp_path / "train.tsv"
+    train.write_text("sentence\tlabel\n" + "".join(f"{s}\t1\n" for s in sentences), encoding="utf-8")
+    base = tiny_models.make_bert(tmp_path / "base", seed=1)
+    augment.main(["--train", str(train), "--embeddings", str(base), "--rules", "tinybert", "--per-sentence", "5", "--output", str(tmp_path / "aug.txt")])
+    settings = json.loads((tmp_path / "aug.json").read_text())
+    assert settings["rules"] == "tinybert" and settings["p_similar"] == 0.4 and settings["p_ngram"] == 0.0
+
+
 @pytest.mark.parametrize("arch", ["cnn", "siamese"])
 def test_distill_tier1_trains_on_a_corpus_of_pairs(tmp_path, arch):
     """A CNN over the joined pair, or one over each sentence: the corpus's tab-separated pairs and dev's two
