@@ -873,7 +873,14 @@ def test_paper_table2_lays_out_each_task_and_target(tmp_path, capsys):
     path.write_text(json.dumps(results))
     assert paper_table2.main([f"MRPC={path}"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-2] == "| MRPC | f1 90.12 | 99% | 1.10x | **2.50x** | 9.00x | 1.25x (1.50x run) | 2.50x | 50 -> 125/s (2.50x) | 2.0x / 1.2x |"
-    assert lines[-1] == "| MRPC | f1 90.12 | 98% | 1.20x | **n/a** | 9.50x | n/a | n/a | n/a |  |"
+    assert lines[-2] == "| MRPC | f1 90.12 | 99% | 1.10x | **2.50x** | 9.00x | 1.25x (1.50x run) | 2.50x | 50 -> 125/s (2.50x) |  | 2.0x / 1.2x |"
+    assert lines[-1] == "| MRPC | f1 90.12 | 98% | 1.20x | **n/a** | 9.50x | n/a | n/a | n/a |  |  |"
+    # Three tiers: what they reach together at calibrate's target, over the last tier alone at each batch setting.
+    results["table3"]["batch1"]["last_alone"], results["table3"]["tuned"]["last_alone"] = 20.0, 25.0
+    three = {**results, "tiers": ["tier1", "tier2", "tier3"], "target": 0.99, "search": {"chosen": {"throughput_batch1": 80.0, "throughput_tuned": 150.0}}}
+    path.write_text(json.dumps(three))
+    assert paper_table2.main([f"MRPC={path}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[-2].endswith("| 4.00x / 6.00x | 2.0x / 1.2x |") and lines[-1].endswith("| n/a |  |  |")
     with pytest.raises(SystemExit):
         paper_table2.main(["MRPC"])
