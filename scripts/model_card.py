@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 from pathlib import Path
@@ -132,6 +133,8 @@ def main(argv=None):
         "confident about and defers the rest to a transformer second tier. Both tiers are INT8 OpenVINO IR.",
         tokenizer_text(models),
         "",
+        f"Figures below: {machine_text()}.",
+        "",
         "## Rebuild",
         "",
         "```bash",
@@ -219,6 +222,13 @@ def tokenizer_text(models: Path) -> str:
     if (models / "tier1" / "tokenizer.json").read_bytes() == (models / "tier2" / "tokenizer.json").read_bytes():
         return "Both share one tokenizer (inputs are tokenized once)."
     return "Each tier has its own tokenizer: the second tier tokenizes the inputs that reach it itself."
+
+
+def machine_text() -> str:
+    """Where the card's figures were measured: speeds, and the last digits of INT8 scores, depend on it."""
+    from tango_edge.profile import cpu_isa, cpu_model
+
+    return f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores, {cpu_isa()} (INT8 kernels round differently on other instruction sets)"
 
 
 def describe_corpus(labeller: str, corpus: int | None, augment: dict, task: str = "sst2", pairs: bool = False) -> str:

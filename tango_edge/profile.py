@@ -37,6 +37,25 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# The widest integer-matrix instructions a CPU offers, widest first: OpenVINO's INT8 kernels differ by them, and
+# so do the last digits of an INT8 model's scores.
+_ISA_FLAGS = (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx512f", "AVX-512"), ("avx_vnni", "AVX-VNNI"), ("avx2", "AVX2"))
+
+
+def cpu_isa(flags: set[str] | None = None) -> str:
+    """The CPU's widest INT8-relevant instruction set ("AMX", "AVX-512 VNNI", ..., "AVX2"), from /proc/cpuinfo."""
+    if flags is None:
+        flags = set()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+        except OSError:
+            pass
+    return next((name for flag, name in _ISA_FLAGS if flag in flags), "unknown instruction set")
+
+
 def machine_key(device: str = "CPU") -> dict:
     import openvino as ov
 

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from tango_edge import Cascade, CascadeConfig
-from tango_edge.profile import apply_profile, load_profile, profile_path, save_profile
+from tango_edge.profile import apply_profile, cpu_isa, load_profile, profile_path, save_profile
 
 TUNED = {"tiers": [{"batch_size": 8, "streams": 1}, {"batch_size": 4, "streams": 0}]}
 DEFAULTS = CascadeConfig()
@@ -144,3 +144,10 @@ def test_new_model_files_make_the_profile_stale(cascade_dir):
     xml = cascade_dir / "tier2" / "openvino_model.xml"
     xml.write_text(xml.read_text() + "\n<!-- retrained -->\n")
     assert load_profile(cascade_dir) == (None, "the tuning profile is stale (models changed)")
+
+
+def test_cpu_isa_names_the_widest_int8_instructions():
+    assert cpu_isa({"avx2", "avx512f", "avx512_vnni", "amx_int8"}) == "AMX"
+    assert cpu_isa({"avx2", "avx512f", "avx512_vnni"}) == "AVX-512 VNNI"
+    assert cpu_isa({"sse4_2", "avx2"}) == "AVX2"
+    assert cpu_isa(set()) == "unknown instruction set"

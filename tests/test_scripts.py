@@ -65,6 +65,9 @@ def test_build_cascade_end_to_end(tmp_path):
     assert text.startswith("all-MiniLM-L6-v2's first 1 layer") and "--num-layers 1" in text and f"{truncated['steps']} steps" in text
     card = (output / "README.md").read_text()
     assert "build_cascade.py" in card and "First-tier candidates" in card
+    from tango_edge.profile import cpu_isa
+
+    assert f"cores, {cpu_isa()} (INT8 kernels" in card  # where the figures were measured
     assert "Self-distilled" in card and "--self-distill 0.5" in card
     # The card's rebuild command keeps the tier-2 recipe.
     assert "--tier2-seed 5 --tier2-lr 1e-4 --tier2-layer-decay 0.8 --tier2-rdrop 0.5 --tier2-pooling mean" in card
