@@ -1,14 +1,15 @@
 #!/usr/bin/env python
-"""tango-edge against what a user would pick instead, on the same sentences, in one run.
+"""tango-edge against what a user would pick instead, on the same inputs (sentences, or pairs), in one run.
 
 (a) a transformers PyTorch fp32 text-classification pipeline on the last tier's checkpoint (without one, on
-    its architecture with random weights, built from the IR folder's config.json: timed, accuracy not shown);
+    its architecture with random weights, built from the IR folder's config.json: timed, its score not shown);
 (b) optimum-intel OVModelForSequenceClassification in a transformers pipeline on the second tier's INT8 IR,
     as a user would run it (pipeline default batch size 1) and batched (--peer-batch-size);
 (c) the second tier alone in tango-edge's runtime at its tuned batch size, and at half and double it: the
     ratio d/c is taken against the fastest of these in this run, so a noisy tuning cannot flatter the cascade;
 (d) the cascade at its calibrated threshold.
-Systems are interleaved in rounds (shuffled order) and summarised by medians with their spread: this VM's
+Each system is scored by the task's metric (cascade.json's: accuracy, f1 or mcc). Systems are interleaved in
+rounds (shuffled order) and summarised by medians with their spread: this VM's
 speed swings 2-10x within minutes, so only figures from one run are compared. In each round a system gets the
 sentences repeated into one input stream of at least --min-seconds at its warm-up speed (one pass of the cascade
 over SST-2 dev takes well under a second, too short to time against the VM's hiccups), as `tango-edge run`
@@ -93,7 +94,7 @@ def main(argv=None):
     ov_model = intel.OVModelForSequenceClassification.from_pretrained(last_dir)
     ov_pipe = transformers.pipeline("text-classification", model=ov_model, tokenizer=tokenizer)
     systems = {}
-    untrained = set()  # systems timed on random weights: their speed counts, their accuracy does not
+    untrained = set()  # systems timed on random weights: their speed counts, their score does not
     if not args.skip_torch:
         random_weights = not Path(args.torch_model).exists()
         if not random_weights:
@@ -101,7 +102,7 @@ def main(argv=None):
             pt_tokenizer = transformers.AutoTokenizer.from_pretrained(args.torch_model)
         else:
             # Speed does not depend on the weights: the last tier's own config.json gives the architecture.
-            log.info("%s not found: timing the PyTorch pipeline on %s's architecture with random weights (no accuracy)", args.torch_model, last_dir)
+            log.info("%s not found: timing the PyTorch pipeline on %s's architecture with random weights (no score)", args.torch_model, last_dir)
             pt_model = transformers.AutoModelForSequenceClassification.from_config(transformers.AutoConfig.from_pretrained(last_dir)).eval()
             pt_tokenizer = tokenizer
         pt_pipe = transformers.pipeline("text-classification", model=pt_model, tokenizer=pt_tokenizer, device="cpu")

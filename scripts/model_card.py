@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shlex
 from pathlib import Path
@@ -133,7 +132,7 @@ def main(argv=None):
         "confident about and defers the rest to a transformer second tier. Both tiers are INT8 OpenVINO IR.",
         tokenizer_text(models),
         "",
-        f"Figures below: {machine_text()}.",
+        f"Figures below: {machine_text(calib.get('machine'))}.",
         "",
         "## Rebuild",
         "",
@@ -224,11 +223,13 @@ def tokenizer_text(models: Path) -> str:
     return "Each tier has its own tokenizer: the second tier tokenizes the inputs that reach it itself."
 
 
-def machine_text() -> str:
-    """Where the card's figures were measured: speeds, and the last digits of INT8 scores, depend on it."""
-    from tango_edge.profile import cpu_isa, cpu_model
+def machine_text(recorded: dict | None) -> str:
+    """Where the card's figures were measured, as calibrate recorded it (else this machine, said so): speeds,
+    and the last digits of INT8 scores, depend on it."""
+    from tango_edge.profile import machine_summary
 
-    return f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores, {cpu_isa()} (INT8 kernels round differently on other instruction sets)"
+    machine, note = (recorded, "") if recorded else (machine_summary(), ", the machine that wrote this card (the build's was not recorded)")
+    return f"{machine['cpu']}, {machine['cores']} cores, {machine['isa']}{note} (INT8 kernels round differently on other instruction sets)"
 
 
 def describe_corpus(labeller: str, corpus: int | None, augment: dict, task: str = "sst2", pairs: bool = False) -> str:
@@ -236,7 +237,7 @@ def describe_corpus(labeller: str, corpus: int | None, augment: dict, task: str 
     why = ", since inputs are sentences and most training rows short phrases" if task == "sst2" else ""
     apart = ", on each sentence of a pair apart" if pairs else ""
     if augment.get("rules") == "tinybert":
-        rules = f"TinyBERT's rule: each word replaced with p {augment.get('p_similar', 0.4)} by one of its nearest neighbours in the embedding space"
+        rules = f"TinyBERT's rule: each word replaced with p {augment['p_similar']} by one of its nearest neighbours in the embedding space"
     else:
         rules = "masking, similar-word and random-word replacement, n-gram sampling"
     return (

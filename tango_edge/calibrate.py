@@ -384,8 +384,11 @@ def calibrate_command(args) -> int:
         "speedup": float(costs["tuned"].speedup(reach)),
         "throughput": float(costs["tuned"].throughput(reach)),
     }
+    from .profile import machine_summary
+
     results = {
         "data": str(args.data),
+        "machine": machine_summary(),
         "instances": len(gold),
         "labels": labels,
         "metric": config.metric,

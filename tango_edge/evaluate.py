@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import TangoEdgeError
 from .metrics import confusion, confusion_metric_fn
+from .profile import machine_summary
 
 
 def metric_names(primary: str, num_classes: int) -> list[str]:
@@ -59,6 +60,7 @@ def evaluate(directory: str | Path, data: str, *, thresholds: Sequence[float] | 
         return {
             "models": str(directory),
             "data": str(data),
+            "machine": machine_summary(),
             "instances": len(gold),
             "labels": labels,
             "metric": config.metric,

@@ -56,10 +56,20 @@ def cpu_isa(flags: set[str] | None = None) -> str:
     return next((name for flag, name in _ISA_FLAGS if flag in flags), "unknown instruction set")
 
 
+def cpu_cores() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def machine_summary() -> dict:
+    """What measured figures depend on, for the JSON files that keep them: CPU, cores, instruction set."""
+    return {"cpu": cpu_model(), "cores": cpu_cores(), "isa": cpu_isa()}
+
+
 def machine_key(device: str = "CPU") -> dict:
     import openvino as ov
 
-    return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(), "openvino": ov.get_version(), "device": device}
+    return {"cpu": cpu_model(), "cores": cpu_cores(), "openvino": ov.get_version(), "device": device}
 
 
 def models_hash(directory: Path) -> str:

@@ -13,6 +13,7 @@ from tango_edge import CascadeConfig
 from tango_edge.tier import Tier
 from tango_edge.cli import main
 from tango_edge.evaluate import evaluate, metric_names
+from tango_edge.profile import machine_summary
 from tango_edge.metrics import accuracy
 from tango_edge.routing import route, tier_outputs
 
@@ -53,6 +54,7 @@ def test_three_tiers_at_stored_thresholds_agree_with_routing_each_tiers_logits(t
     results = evaluate(three_tier_cascade, str(data))
     config = CascadeConfig.load(three_tier_cascade)
     assert results["thresholds"] == config.thresholds == [0.7, 0.8]
+    assert results["machine"] == machine_summary()  # what the figures depend on, kept with them
     outputs = []
     for tier_config in config.tiers:
         tier = Tier(three_tier_cascade / tier_config.dir, max_length=config.max_length)

@@ -14,6 +14,7 @@ import pytest
 
 import tiny_models
 from tango_edge import Cascade
+from tango_edge.routing import SKIP_THRESHOLD
 
 SCRIPTS = tiny_models.REPO / "scripts"
 
@@ -65,9 +66,11 @@ def test_build_cascade_end_to_end(tmp_path):
     assert text.startswith("all-MiniLM-L6-v2's first 1 layer") and "--num-layers 1" in text and f"{truncated['steps']} steps" in text
     card = (output / "README.md").read_text()
     assert "build_cascade.py" in card and "First-tier candidates" in card
-    from tango_edge.profile import cpu_isa
-
-    assert f"cores, {cpu_isa()} (INT8 kernels" in card  # where the figures were measured
+    machine = json.loads((work / "calibrate.json").read_text())["machine"]  # recorded where calibrate measured
+    assert f"Figures below: {machine['cpu']}, {machine['cores']} cores, {machine['isa']} (INT8 kernels" in card
+    tinybert = model_card.describe_corpus("tier 2", 10, {**augment, "rules": "tinybert", "p_similar": 0.4})
+    assert "TinyBERT's rule: each word replaced with p 0.4" in tinybert and "n-gram" not in tinybert
+    assert "n-gram sampling" in model_card.describe_corpus("tier 2", 10, augment)  # this build's: Tang et al.'s
     assert "Self-distilled" in card and "--self-distill 0.5" in card
     # The card's rebuild command keeps the tier-2 recipe.
     assert "--tier2-seed 5 --tier2-lr 1e-4 --tier2-layer-decay 0.8 --tier2-rdrop 0.5 --tier2-pooling mean" in card
@@ -665,6 +668,22 @@ def test_bench_vs_peers_times_every_system_on_the_tiny_cascade(tiny_cascade, tmp
     assert len(result["cascade_over_best_tier2_alone_by_round"]) == 2
 
 
+def test_bench_vs_peers_gives_the_pipeline_pairs_as_text_and_text_pair():
+    import bench_vs_peers
+
+    seen = []
+
+    def pipe(inputs, batch_size, truncation):
+        seen.extend(inputs)
+        return [{"label": "positive"} for _ in inputs]
+
+    run = bench_vs_peers.pipeline_runner(pipe, 4, {"negative": 0, "positive": 1})
+    assert run([("a b", "c d"), ("e", "f")]) == [1, 1]
+    assert seen == [{"text": "a b", "text_pair": "c d"}, {"text": "e", "text_pair": "f"}]
+    seen.clear()
+    assert run(["one sentence"]) == [1] and seen == ["one sentence"]
+
+
 def test_bench_vs_peers_reads_a_pair_task_by_its_columns_and_scores_its_metric(tiny_cascade, tmp_path):
     """A pair cascade (MRPC's layout): the TSV is read by cascade.json's columns, optimum-intel's pipeline gets
     text and text_pair, and every system is scored by the task's metric (f1)."""
@@ -685,7 +704,7 @@ def test_bench_vs_peers_reads_a_pair_task_by_its_columns_and_scores_its_metric(t
     assert all("accuracy" not in row and 0.0 <= row["f1"] <= 1.0 for row in rows.values())
     # tango-edge's tier 2 alone is scored on the pairs as the runtime reads them. (The pipeline's figure is not
     # compared: the tiny tokenizer declares no token_type_ids, so the pipeline feeds the second segment as type 0.)
-    with Cascade.from_dir(cascade_dir, thresholds=[2.0]) as alone:
+    with Cascade.from_dir(cascade_dir, thresholds=[SKIP_THRESHOLD]) as alone:
         rows_of = [line.split("\t") for line in data.read_text().splitlines()[1:]]
         gold = [int(r[0]) for r in rows_of]
         predicted = [alone.labels.index(p.label) for p in alone.predict([(r[1], r[2]) for r in rows_of])]
