@@ -5,9 +5,11 @@ WordPiece, the C++ core's tokenizer takes the plain-ASCII texts first. Padding i
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import threading
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -190,6 +192,18 @@ def native_wordpiece(spec_json: dict, spec: TokenizerSpec):
     return WordPiece(tokens, vocab[model["unk_token"]], *spec.single_bounds, model.get("continuing_subword_prefix", "##"), model.get("max_input_chars_per_word", 100), added)
 
 
+# Live OpenVINO tokenizers, whose request queues are released at exit while the interpreter still runs:
+# an AsyncInferQueue destroyed during interpreter finalization can abort the process ("terminate called without
+# an active exception", seen in a build's quantize step; openvino PR 37485 fixes the destructor).
+_LIVE_TOKENIZERS: "weakref.WeakSet[OpenVINOTokenizer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _release_tokenizer_queues() -> None:
+    for tokenizer in list(_LIVE_TOKENIZERS):
+        tokenizer.close()
+
+
 class OpenVINOTokenizer:
     """A tokenizer compiled by OpenVINO (openvino_tokenizer.xml, made by openvino-tokenizers at export).
 
@@ -212,20 +226,33 @@ class OpenVINOTokenizer:
             self._mask_port = next(i for i, n in enumerate(names) if "attention_mask" in n)
         except StopIteration:
             raise TangoEdgeError(f"{path} does not output input_ids and attention_mask") from None
-        self._queue = ov.AsyncInferQueue(compiled)
-        self._queue.set_callback(self._done)
-        self._lock = threading.Lock()
+        ids_port, mask_port = self._ids_port, self._mask_port
 
-    def _done(self, request, slot) -> None:
-        results, index = slot
-        # Copies: the request's output memory is reused by its next chunk.
-        results[index] = (request.get_output_tensor(self._ids_port).data.copy(), request.get_output_tensor(self._mask_port).data.copy())
+        def done(request, slot) -> None:
+            results, index = slot
+            # Copies: the request's output memory is reused by its next chunk.
+            results[index] = (request.get_output_tensor(ids_port).data.copy(), request.get_output_tensor(mask_port).data.copy())
+
+        # The callback holds no reference to self: no cycle, so the queue goes as soon as the tokenizer does.
+        self._queue = ov.AsyncInferQueue(compiled)
+        self._queue.set_callback(done)
+        self._lock = threading.Lock()
+        _LIVE_TOKENIZERS.add(self)
+
+    def close(self) -> None:
+        """Finish running chunks and release the request queue (idempotent)."""
+        with self._lock:
+            if self._queue is not None:
+                self._queue.wait_all()
+                self._queue = None
 
     def ids(self, texts: list[str]) -> list[np.ndarray]:
         """Unpadded, untruncated token ids (int64) of each text."""
         starts = range(0, len(texts), self.CHUNK)
         results: list = [None] * len(starts)
         with self._lock:
+            if self._queue is None:
+                raise TangoEdgeError("the OpenVINO tokenizer is closed")
             for index, start in enumerate(starts):
                 self._queue.start_async([np.array(texts[start : start + self.CHUNK])], (results, index))
             self._queue.wait_all()

@@ -38,6 +38,28 @@ def test_same_ids_and_truncation_as_tokenizer_json(tiny_irs, mixed_sentences):
         assert len(a.ids) <= MAX_LENGTH
 
 
+def test_openvino_tokenizer_is_freed_without_the_garbage_collector_and_closes(tiny_irs):
+    """No reference cycle through its request queue's callback: dropping the last reference frees it at once
+    (a queue left to interpreter finalization can abort the process); close() ends it for good."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        tokenizer = encoders(tiny_irs["a"])[0].ov_tokenizer
+        assert len(tokenizer.ids(["a gorgeous film"])) == 1
+        alive = weakref.ref(tokenizer)
+        del tokenizer
+        assert alive() is None
+    finally:
+        gc.enable()
+    tokenizer = encoders(tiny_irs["a"])[0].ov_tokenizer
+    tokenizer.close()
+    tokenizer.close()
+    with pytest.raises(TangoEdgeError, match="closed"):
+        tokenizer.ids(["dull"])
+
+
 def test_pairs_use_tokenizer_json(tiny_irs):
     fast, rust = encoders(tiny_irs["a"])
     pairs = [("a gorgeous film", "dull and boring"), ("great fun", "charming")]
