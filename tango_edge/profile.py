@@ -27,14 +27,19 @@ def cache_dir() -> Path:
     return Path(base) / "tango-edge"
 
 
-def cpu_model() -> str:
+def _cpuinfo_field(name: str) -> str | None:
+    """The first value of `name` in /proc/cpuinfo (None off Linux or when absent)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(name):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 # The widest integer-matrix instructions a CPU offers, widest first: OpenVINO's INT8 kernels differ by them, and
@@ -45,14 +50,7 @@ _ISA_FLAGS = (("amx_int8", "AMX"), ("avx512_vnni", "AVX-512 VNNI"), ("avx512f", 
 def cpu_isa(flags: set[str] | None = None) -> str:
     """The CPU's widest INT8-relevant instruction set ("AMX", "AVX-512 VNNI", ..., "AVX2"), from /proc/cpuinfo."""
     if flags is None:
-        flags = set()
-        try:
-            for line in Path("/proc/cpuinfo").read_text().splitlines():
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-        except OSError:
-            pass
+        flags = set((_cpuinfo_field("flags") or "").split())
     return next((name for flag, name in _ISA_FLAGS if flag in flags), "unknown instruction set")
 
 
