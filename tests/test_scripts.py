@@ -133,11 +133,11 @@ def test_build_cascade_distils_a_middle_tier_and_stacks_the_accurate_cascade(tmp
     middle_base = tiny_models.make_bert(tmp_path / "middle_base", seed=3)
     data = write_task(tmp_path / "data")
     work, compact, accurate = tmp_path / "work", tmp_path / "compact", tmp_path / "accurate"
-    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(compact), "--tier2-model", str(last), "--middle-base", str(middle_base), "--middle-epochs", "1", "--archs", "bow", "--student-epochs", "1", "--per-sentence", "1", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9"]
+    command = [sys.executable, str(SCRIPTS / "build_cascade.py"), "--data", str(data), "--work", str(work), "--output", str(compact), "--tier2-model", str(last), "--middle-base", str(middle_base), "--middle-epochs", "1", "--middle-lr", "7e-5", "--archs", "bow", "--student-epochs", "1", "--per-sentence", "1", "--rounds", "1", "--max-drop", "1.0", "--target", "0.9"]
     result = subprocess.run(command + ["--accurate-output", str(accurate)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:] + (work / "build.log").read_text()[-3000:]
     middle = json.loads((work / "middle_torch" / "result.json").read_text())
-    assert middle["base"] == str(middle_base) and middle["recipe"]["extra_sentences"] > 0
+    assert middle["base"] == str(middle_base) and middle["recipe"]["extra_sentences"] > 0 and middle["recipe"]["lr"] == 7e-5
     assert (compact / "tier2" / "openvino_model.bin").read_bytes() == (work / "middle_int8" / "openvino_model.bin").read_bytes()
     tiers = [t["dir"] for t in json.loads((accurate / "cascade.json").read_text())["tiers"]]
     assert tiers == ["tier1", "tier2", "tier3"] and (work / "calibrate_accurate.json").exists()
