@@ -76,7 +76,7 @@ def parse_args(argv=None):
     p.add_argument("--self-distill-epochs", default="2", help="labelled epochs of the second tier-2 run")
     p.add_argument("--middle-base", default=None, help="distil a middle tier from the last tier's labels on the corpus: minilm (all-MiniLM-L6-v2), a registry name, a folder or a hub id. --output then gets first tier -> middle (the compact cascade) and --accurate-output all three tiers")
     p.add_argument("--middle-epochs", default="3", help="labelled epochs of the middle tier's run")
-    p.add_argument("--middle-lr", default=None, help="the middle tier's learning rate (train_tier2.py --lr; default its own, 5e-5)")
+    p.add_argument("--middle-lr", default=None, help="the middle tier's learning rate (train_tier2.py --lr; default: train_tier2.py's)")
     p.add_argument("--middle-extra-ratio", default="1", help="corpus batches per labelled batch in the middle tier's run (with --teacher-logits on the training rows, those rows are the extra texts and each is drawn at most once: above 1/--middle-epochs the ratio changes nothing)")
     p.add_argument("--accurate-output", default=None, help="with --middle-base: the three-tier cascade folder to write (first tier -> middle -> last)")
     p.add_argument("--augment-rules", default="tang", choices=sorted(augment.RULES), help="augment.py --rules: Tang et al.'s (masking, random words, n-grams; the paper's for SST-2 and MRPC) or TinyBERT's similar-word replacement, which keeps a sentence's shape (CoLA)")
