@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import tiny_models
 from tango_edge import Cascade
 from tango_edge.cli import main
 
@@ -211,6 +212,20 @@ def test_run_pair_task_reads_two_tab_separated_texts_a_line(tiny_cascade, tmp_pa
         want = cascade.predict([("a great film", "dull and boring"), ("an awful mess", "a gorgeous film")])
     for got, prediction in zip((out[0], out[3]), want):
         assert (got["label"], got["tier"]) == (prediction.label, prediction.tier) and got["score"] == pytest.approx(prediction.score, abs=1e-5)
+
+
+def test_readme_pair_example_labels_every_pair_of_the_shipped_mrpc_sample(capsys):
+    """The README's `tango-edge run --models models/mrpc --input models/mrpc/sample.txt`, on the shipped cascade:
+    a line of output per tab-separated pair, in order, each labelled by one of the two tiers."""
+    models = tiny_models.REPO / "models" / "mrpc"
+    pairs = [tuple(line.split("\t")) for line in (models / "sample.txt").read_text(encoding="utf-8").splitlines()]
+    assert main(["run", "--models", str(models), "--input", str(models / "sample.txt")]) == 0
+    out = json_lines(capsys.readouterr().out)
+    assert len(out) == len(pairs) and not [row for row in out if "error" in row]
+    assert {row["tier"] for row in out} == {1, 2}  # the shipped threshold defers some pairs, not all
+    with Cascade.from_dir(models) as cascade:
+        first = cascade.predict(pairs[:8])
+    assert [(row["label"], row["tier"]) for row in out[:8]] == [(p.label, p.tier) for p in first]
 
 
 def test_source_tree_without_the_compiled_core_says_what_to_run(tmp_path):
