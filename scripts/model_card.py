@@ -17,6 +17,7 @@ import _common  # noqa: F401 - puts the checkout on sys.path
 from train_tier2 import DEFAULTS as TIER2_DEFAULTS
 
 from tango_edge.config import CascadeConfig
+from tango_edge.profile import machine_summary
 from tango_edge.tier import read_labels
 
 MIDDLE = "middle"  # build_cascade.py's prefix for a middle tier distilled from the last
@@ -226,8 +227,6 @@ def tokenizer_text(models: Path) -> str:
 def machine_text(recorded: dict | None) -> str:
     """Where the card's figures were measured, as calibrate recorded it (else this machine, said so): speeds,
     and the last digits of INT8 scores, depend on it."""
-    from tango_edge.profile import machine_summary
-
     machine, note = (recorded, "") if recorded else (machine_summary(), ", the machine that wrote this card (the build's was not recorded)")
     return f"{machine['cpu']}, {machine['cores']} cores, {machine['isa']}{note} (INT8 kernels round differently on other instruction sets)"
 

@@ -298,7 +298,7 @@ def write_choice(directory: Path, thresholds: Sequence[float], temperatures: Seq
 
 def calibrate_command(args) -> int:
     from .config import CascadeConfig
-    from .profile import apply_profile
+    from .profile import apply_profile, machine_summary
     from .report import format_report
     from .tier import Tier
     from .timing import measure_costs
@@ -384,8 +384,6 @@ def calibrate_command(args) -> int:
         "speedup": float(costs["tuned"].speedup(reach)),
         "throughput": float(costs["tuned"].throughput(reach)),
     }
-    from .profile import machine_summary
-
     results = {
         "data": str(args.data),
         "machine": machine_summary(),
